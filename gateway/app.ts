@@ -1,0 +1,94 @@
+/**
+ * createApp(deps) returns the data plane's fetch handler. It owns what every
+ * route shares: the request id, authentication, and rendering errors in the
+ * caller's dialect.
+ */
+import { authenticate } from "./auth/authenticate.ts";
+import { asGatewayError, GatewayError, renderError } from "./errors.ts";
+import type { UsageSink } from "./metering/usage_queue.ts";
+import type { Policy } from "./policy/snapshot.ts";
+import { createProviderRegistry } from "./providers/mod.ts";
+import { chatCompletions } from "./routes/chat_completions.ts";
+import type { RequestContext, RouteDeps } from "./routes/context.ts";
+import { listModels } from "./routes/models.ts";
+
+export interface AppDeps {
+  policy: Policy;
+  usage: UsageSink;
+  hashingKey: Uint8Array;
+  config: {
+    maxBodyBytes: number;
+    upstreamTimeoutMs: number;
+    streamTimeoutMs: number;
+  };
+  fetch?: typeof fetch;
+  /** Wall clock (ms since epoch) and monotonic clock (ms); fakes in tests. */
+  clock?: { now(): number; monotonic(): number };
+  log?: (message: string, error?: unknown) => void;
+}
+
+type Handler = (
+  request: Request,
+  ctx: RequestContext,
+  deps: RouteDeps,
+) => Response | Promise<Response>;
+
+const ROUTES: Record<string, { method: string; handler: Handler }> = {
+  "/v1/chat/completions": { method: "POST", handler: chatCompletions },
+  "/v1/models": { method: "GET", handler: listModels },
+};
+
+export function createApp(deps: AppDeps): (request: Request) => Promise<Response> {
+  const clock = deps.clock ?? { now: Date.now, monotonic: () => performance.now() };
+  const routeDeps: RouteDeps = {
+    policy: deps.policy,
+    usage: deps.usage,
+    providerFor: createProviderRegistry({ fetch: deps.fetch ?? fetch }),
+    hashingKey: deps.hashingKey,
+    ...deps.config,
+    log: deps.log ?? ((message, error) => console.error(message, error ?? "")),
+  };
+
+  return async function handle(request: Request): Promise<Response> {
+    const requestId = `req_${crypto.randomUUID().replaceAll("-", "")}`;
+    const path = new URL(request.url).pathname.replace(/\/+$/, "");
+    if (path === "/healthz") return new Response("ok", { headers: { "x-request-id": requestId } });
+    const ctx: RequestContext = {
+      requestId,
+      endpoint: path,
+      receivedAt: new Date(clock.now()),
+      startedAt: clock.monotonic(),
+      now: clock.monotonic,
+    };
+    try {
+      const route = ROUTES[path];
+      if (!route) {
+        throw new GatewayError("not_found", 404, `Unknown endpoint ${request.method} ${path}.`, {
+          retryable: false,
+        });
+      }
+      if (request.method !== route.method) {
+        throw new GatewayError(
+          "method_not_allowed",
+          405,
+          `${path} accepts ${route.method}, not ${request.method}.`,
+          {
+            retryable: false,
+          },
+        );
+      }
+      ctx.key = authenticate(request.headers, {
+        policy: deps.policy,
+        hashingKey: deps.hashingKey,
+        now: clock.now(),
+      });
+      return await route.handler(request, ctx, routeDeps);
+    } catch (error) {
+      const gatewayError = asGatewayError(error);
+      if (gatewayError.status >= 500 && gatewayError.code === "internal_error") {
+        routeDeps.log(`Request ${requestId} failed`, error);
+      }
+      return renderError(gatewayError, requestId);
+    }
+  };
+}

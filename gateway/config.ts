@@ -1,0 +1,55 @@
+/**
+ * The gateway's configuration: parsed once from the environment by zod, every
+ * problem reported at once, then frozen. Nothing else in gateway/ reads env.
+ */
+import { z } from "zod";
+import { parseEnv, type SharedConfig, sharedConfig, sharedEnvShape } from "../schema/config.ts";
+
+const seconds = (fallback: number) => z.coerce.number().positive().default(fallback);
+const port = (fallback: number) => z.coerce.number().int().min(0).max(65535).default(fallback);
+const flag = (fallback: boolean) =>
+  z.enum(["1", "0", "true", "false", "yes", "no"]).default(fallback ? "true" : "false")
+    .transform((v) => v === "1" || v === "true" || v === "yes");
+
+const gatewayEnv = z.object({
+  ...sharedEnvShape,
+  TOLLGATE_GATEWAY_PORT: port(8080),
+  TOLLGATE_HOST: z.string().min(1).default("127.0.0.1"),
+  TOLLGATE_MAX_BODY_BYTES: z.coerce.number().int().positive().default(10 * 1024 * 1024),
+  TOLLGATE_UPSTREAM_TIMEOUT_S: seconds(30),
+  TOLLGATE_STREAM_TIMEOUT_S: seconds(120),
+  TOLLGATE_POLICY_RESYNC_S: seconds(60),
+  TOLLGATE_USAGE_FLUSH_MS: z.coerce.number().int().positive().default(200),
+  TOLLGATE_USAGE_BATCH: z.coerce.number().int().positive().max(10_000).default(500),
+  TOLLGATE_MOCK_PROVIDER: flag(true),
+});
+
+export interface GatewayConfig extends SharedConfig {
+  port: number;
+  hostname: string;
+  maxBodyBytes: number;
+  upstreamTimeoutMs: number;
+  streamTimeoutMs: number;
+  policyResyncMs: number;
+  usageFlushMs: number;
+  usageBatchSize: number;
+  /** Register the offline `mock` provider and model (embedded default only). */
+  seedMockProvider: boolean;
+}
+
+export function loadConfig(env: Record<string, string | undefined>): Readonly<GatewayConfig> {
+  const e = parseEnv(gatewayEnv, env);
+  const shared = sharedConfig(e);
+  return Object.freeze({
+    ...shared,
+    port: e.TOLLGATE_GATEWAY_PORT,
+    hostname: e.TOLLGATE_HOST,
+    maxBodyBytes: e.TOLLGATE_MAX_BODY_BYTES,
+    upstreamTimeoutMs: e.TOLLGATE_UPSTREAM_TIMEOUT_S * 1000,
+    streamTimeoutMs: e.TOLLGATE_STREAM_TIMEOUT_S * 1000,
+    policyResyncMs: e.TOLLGATE_POLICY_RESYNC_S * 1000,
+    usageFlushMs: e.TOLLGATE_USAGE_FLUSH_MS,
+    usageBatchSize: e.TOLLGATE_USAGE_BATCH,
+    seedMockProvider: e.TOLLGATE_MOCK_PROVIDER && !shared.databaseUrl,
+  });
+}

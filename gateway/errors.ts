@@ -1,0 +1,84 @@
+/**
+ * One error type for the data plane. A GatewayError carries a stable code
+ * from a literal union, an HTTP status and a cause; `renderError` is the one
+ * place that turns it into the caller's dialect (OpenAI shape for now).
+ */
+
+export type ErrorCode =
+  | "invalid_request_error"
+  | "invalid_json"
+  | "request_too_large"
+  | "missing_api_key"
+  | "invalid_api_key"
+  | "revoked_api_key"
+  | "expired_api_key"
+  | "account_suspended"
+  | "insufficient_scope"
+  | "model_not_found"
+  | "not_found"
+  | "method_not_allowed"
+  | "upstream_error"
+  | "upstream_timeout"
+  | "upstream_rate_limited"
+  | "internal_error";
+
+const TYPES: Record<number, string> = {
+  400: "invalid_request_error",
+  401: "authentication_error",
+  403: "permission_error",
+  404: "invalid_request_error",
+  405: "invalid_request_error",
+  413: "invalid_request_error",
+  429: "rate_limit_error",
+};
+
+export class GatewayError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly param: string | null;
+  /** False when retrying cannot help (a revoked key, a model not allowed). */
+  readonly retryable: boolean;
+  /** Seconds the caller should wait, when known (an upstream's Retry-After). */
+  readonly retryAfter?: number;
+
+  constructor(
+    code: ErrorCode,
+    status: number,
+    message: string,
+    options: { param?: string; retryable?: boolean; retryAfter?: number; cause?: unknown } = {},
+  ) {
+    super(message, { cause: options.cause });
+    this.name = "GatewayError";
+    this.code = code;
+    this.status = status;
+    this.param = options.param ?? null;
+    this.retryable = options.retryable ?? (status === 429 || status >= 500);
+    this.retryAfter = options.retryAfter;
+  }
+
+  /** The OpenAI error `type` for this status. */
+  get type(): string {
+    return TYPES[this.status] ?? (this.status >= 500 ? "api_error" : "invalid_request_error");
+  }
+}
+
+export function asGatewayError(error: unknown): GatewayError {
+  if (error instanceof GatewayError) return error;
+  return new GatewayError("internal_error", 500, "The gateway failed to handle this request.", {
+    cause: error,
+  });
+}
+
+/** Renders an error as OpenAI's `{error:{message,type,param,code}}`. */
+export function renderError(error: GatewayError, requestId: string): Response {
+  const body = JSON.stringify({
+    error: { message: error.message, type: error.type, param: error.param, code: error.code },
+  });
+  const headers = new Headers({
+    "content-type": "application/json",
+    "x-request-id": requestId,
+    "x-should-retry": String(error.retryable),
+  });
+  if (error.retryAfter !== undefined) headers.set("retry-after", String(error.retryAfter));
+  return new Response(body, { status: error.status, headers });
+}

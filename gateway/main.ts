@@ -1,0 +1,32 @@
+// `deno task gateway`: the data plane alone, on DATABASE_URL (or the embedded
+// database when nothing else uses it). Only wires and serves.
+import { ConfigError } from "../schema/config.ts";
+import { createDb } from "../schema/db.ts";
+import { loadServerKeys } from "../schema/secrets.ts";
+import { migrateToLatest } from "../migrations/mod.ts";
+import { loadConfig } from "./config.ts";
+import { seedMockProvider } from "./providers/mock_seed.ts";
+import { startGateway } from "./server.ts";
+
+let config;
+try {
+  config = loadConfig(Deno.env.toObject());
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error;
+  console.error(error.message);
+  Deno.exit(1);
+}
+const db = await createDb({ databaseUrl: config.databaseUrl, dataDir: config.pgliteDir });
+await migrateToLatest(db.db);
+if (config.seedMockProvider) await seedMockProvider(db.db);
+const keys = await loadServerKeys({ secret: config.secret, dataDir: config.dataDir });
+const gateway = await startGateway({ db, keys, config });
+console.log(`Tollgate gateway listening on ${gateway.url}/v1`);
+
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  Deno.addSignalListener(signal, async () => {
+    await gateway.shutdown();
+    await db.close();
+    Deno.exit(0);
+  });
+}

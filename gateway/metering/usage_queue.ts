@@ -1,0 +1,115 @@
+/**
+ * The usage queue: answered requests are pushed here and written to
+ * usage_events in batches, off the response path. A failed write keeps the
+ * batch and retries with backoff; inserts are idempotent on the request id.
+ * The same flush bumps api_keys.last_used_at (which does not notify).
+ */
+import { type Kysely, sql } from "kysely";
+import type { Database, NewUsageEvent } from "../../schema/database.ts";
+
+export interface UsageSink {
+  push(event: NewUsageEvent): void;
+}
+
+export interface UsageQueue extends UsageSink {
+  /** Writes everything queued so far. */
+  flush(): Promise<void>;
+  /** Number of events not yet written. */
+  readonly pending: number;
+  close(): Promise<void>;
+}
+
+export interface UsageQueueOptions {
+  flushMs: number;
+  batchSize: number;
+  /** Beyond this many unwritten events, the oldest are dropped (and logged). */
+  maxPending?: number;
+  log?: (message: string, error?: unknown) => void;
+}
+
+const MAX_BACKOFF_MS = 30_000;
+
+export function createUsageQueue(db: Kysely<Database>, options: UsageQueueOptions): UsageQueue {
+  const log = options.log ?? ((message, error) => console.error(message, error ?? ""));
+  const maxPending = options.maxPending ?? 1_000_000;
+  let queue: NewUsageEvent[] = [];
+  let writing: Promise<void> | null = null;
+  let failures = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let closed = false;
+
+  const schedule = (delay: number) => {
+    if (timer !== undefined || closed) return;
+    timer = setTimeout(() => {
+      timer = undefined;
+      void drain();
+    }, delay);
+  };
+
+  async function drain(): Promise<void> {
+    if (writing) return writing;
+    writing = (async () => {
+      while (queue.length > 0) {
+        const batch = queue.slice(0, options.batchSize);
+        try {
+          await writeBatch(db, batch);
+          queue = queue.slice(batch.length);
+          failures = 0;
+        } catch (error) {
+          failures++;
+          log(`Cannot write ${batch.length} usage events (attempt ${failures}); will retry`, error);
+          schedule(Math.min(MAX_BACKOFF_MS, options.flushMs * 2 ** failures));
+          return;
+        }
+      }
+    })().finally(() => {
+      writing = null;
+    });
+    return writing;
+  }
+
+  return {
+    push(event) {
+      queue.push(event);
+      if (queue.length > maxPending) {
+        const dropped = queue.splice(0, queue.length - maxPending);
+        log(`Usage queue over ${maxPending} events: dropped ${dropped.length}`);
+      }
+      if (queue.length >= options.batchSize) void drain();
+      else schedule(options.flushMs);
+    },
+    async flush() {
+      // A drain in progress may have started before the newest pushes.
+      await drain();
+      if (queue.length > 0 && failures === 0) await drain();
+    },
+    get pending() {
+      return queue.length;
+    },
+    async close() {
+      closed = true;
+      clearTimeout(timer);
+      await drain();
+      if (queue.length > 0) log(`${queue.length} usage events could not be written before close`);
+    },
+  };
+}
+
+async function writeBatch(db: Kysely<Database>, batch: NewUsageEvent[]): Promise<void> {
+  const lastUsed = new Map<string, string>();
+  for (const event of batch) {
+    const at = new Date(event.created_at).toISOString();
+    const seen = lastUsed.get(event.api_key_id);
+    if (!seen || seen < at) lastUsed.set(event.api_key_id, at);
+  }
+  await db.transaction().execute(async (trx) => {
+    await trx.insertInto("usage_events").values(batch)
+      .onConflict((oc) => oc.column("request_id").doNothing()).execute();
+    const rows = JSON.stringify([...lastUsed].map(([id, at]) => ({ id, at })));
+    await sql`
+      update api_keys set last_used_at = x.at
+      from jsonb_to_recordset(${rows}::jsonb) as x(id uuid, at timestamptz)
+      where api_keys.id = x.id and (api_keys.last_used_at is null or api_keys.last_used_at < x.at)
+    `.execute(trx);
+  });
+}

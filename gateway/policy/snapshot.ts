@@ -1,0 +1,269 @@
+/**
+ * The in-memory policy snapshot: keys (by hash), accounts, providers and
+ * models, loaded at start and kept current by NOTIFY from the policy-table
+ * triggers, with a periodic full resync as a safety net. The hot path reads
+ * only these maps; it never waits on the database.
+ */
+import type { Kysely } from "kysely";
+import {
+  type Database,
+  openCredential,
+  POLICY_CHANNEL,
+  type PolicyChange,
+  type Prices,
+  type ProviderKind,
+  type ServerKeys,
+} from "../../schema/mod.ts";
+import type { Db } from "../../schema/db.ts";
+
+export interface KeyPolicy {
+  id: string;
+  accountId: string;
+  name: string;
+  scopes: readonly string[];
+  revoked: boolean;
+  expiresAt: number | null;
+}
+
+export interface AccountPolicy {
+  id: string;
+  active: boolean;
+}
+
+export interface ProviderPolicy {
+  id: string;
+  name: string;
+  kind: ProviderKind;
+  baseUrl: string | null;
+  credential: string | null;
+}
+
+export interface ModelPolicy {
+  id: string;
+  name: string;
+  providerId: string;
+  upstreamName: string;
+  prices: Prices;
+  maxOutputTokens: number | null;
+  createdAt: number;
+}
+
+export interface Policy {
+  key(hash: string): KeyPolicy | undefined;
+  account(id: string): AccountPolicy | undefined;
+  model(name: string): ModelPolicy | undefined;
+  provider(id: string): ProviderPolicy | undefined;
+  models(): Iterable<ModelPolicy>;
+  /** Reloads everything from the database. */
+  resync(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface PolicyDeps {
+  db: Db;
+  keys: ServerKeys;
+  resyncMs: number;
+  log?: (message: string, error?: unknown) => void;
+  /** Called after each change has been applied (tests and metrics). */
+  onApplied?: (change: PolicyChange | "resync") => void;
+}
+
+interface Maps {
+  keysByHash: Map<string, KeyPolicy>;
+  keyHashById: Map<string, string>;
+  accounts: Map<string, AccountPolicy>;
+  providers: Map<string, ProviderPolicy>;
+  modelsByName: Map<string, ModelPolicy>;
+  modelNameById: Map<string, string>;
+}
+
+function emptyMaps(): Maps {
+  return {
+    keysByHash: new Map(),
+    keyHashById: new Map(),
+    accounts: new Map(),
+    providers: new Map(),
+    modelsByName: new Map(),
+    modelNameById: new Map(),
+  };
+}
+
+/** Loads the snapshot and subscribes to changes; resolves once it is warm. */
+export async function createPolicy(deps: PolicyDeps): Promise<Policy> {
+  const { db } = deps.db;
+  const log = deps.log ?? ((message, error) => console.error(message, error ?? ""));
+  let maps = emptyMaps();
+  // Changes are applied one at a time, in arrival order, so a row reload can
+  // never interleave with (and be overwritten by) an older full resync.
+  let queue: Promise<void> = Promise.resolve();
+  const enqueue = (work: () => Promise<void>) => {
+    queue = queue.then(work).catch((error) => log("Policy refresh failed", error));
+    return queue;
+  };
+
+  const resync = () =>
+    enqueue(async () => {
+      maps = await loadAll(db, deps.keys, log);
+      deps.onApplied?.("resync");
+    });
+
+  await resync();
+  const unlisten = await deps.db.listen(
+    POLICY_CHANNEL,
+    (payload) => {
+      const change = parseChange(payload);
+      if (!change) return void log(`Ignoring malformed policy notification ${payload}`);
+      enqueue(async () => {
+        await applyChange(db, deps.keys, maps, change, log);
+        deps.onApplied?.(change);
+      });
+    },
+    // A (re)connected listener may have missed notifications: resync.
+    () => void resync(),
+  );
+  const timer = setInterval(() => void resync(), deps.resyncMs);
+  Deno.unrefTimer(timer);
+
+  return {
+    key: (hash) => maps.keysByHash.get(hash),
+    account: (id) => maps.accounts.get(id),
+    model: (name) => maps.modelsByName.get(name),
+    provider: (id) => maps.providers.get(id),
+    models: () => maps.modelsByName.values(),
+    resync,
+    async close() {
+      clearInterval(timer);
+      await unlisten();
+      await queue;
+    },
+  };
+}
+
+function parseChange(payload: string): PolicyChange | undefined {
+  try {
+    const change = JSON.parse(payload) as PolicyChange;
+    return typeof change.table === "string" && typeof change.id === "string" ? change : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function loadAll(
+  db: Kysely<Database>,
+  keys: ServerKeys,
+  log: NonNullable<PolicyDeps["log"]>,
+): Promise<Maps> {
+  const [keyRows, accountRows, providerRows, modelRows] = await Promise.all([
+    db.selectFrom("api_keys").selectAll().execute(),
+    db.selectFrom("accounts").select(["id", "status"]).execute(),
+    db.selectFrom("providers").selectAll().execute(),
+    db.selectFrom("models").selectAll().execute(),
+  ]);
+  const maps = emptyMaps();
+  for (const row of keyRows) putKey(maps, row);
+  for (const row of accountRows) maps.accounts.set(row.id, toAccount(row));
+  for (const row of providerRows) maps.providers.set(row.id, toProvider(row, keys, log));
+  for (const row of modelRows) putModel(maps, row);
+  return maps;
+}
+
+async function applyChange(
+  db: Kysely<Database>,
+  keys: ServerKeys,
+  maps: Maps,
+  change: PolicyChange,
+  log: NonNullable<PolicyDeps["log"]>,
+): Promise<void> {
+  switch (change.table) {
+    case "api_keys": {
+      const row = await db.selectFrom("api_keys").selectAll().where("id", "=", change.id)
+        .executeTakeFirst();
+      const oldHash = maps.keyHashById.get(change.id);
+      if (oldHash) maps.keysByHash.delete(oldHash);
+      maps.keyHashById.delete(change.id);
+      if (row) putKey(maps, row);
+      return;
+    }
+    case "accounts": {
+      const row = await db.selectFrom("accounts").select(["id", "status"])
+        .where("id", "=", change.id).executeTakeFirst();
+      if (row) maps.accounts.set(row.id, toAccount(row));
+      else maps.accounts.delete(change.id);
+      return;
+    }
+    case "providers": {
+      const row = await db.selectFrom("providers").selectAll().where("id", "=", change.id)
+        .executeTakeFirst();
+      if (row) maps.providers.set(row.id, toProvider(row, keys, log));
+      else maps.providers.delete(change.id);
+      return;
+    }
+    case "models": {
+      const row = await db.selectFrom("models").selectAll().where("id", "=", change.id)
+        .executeTakeFirst();
+      const oldName = maps.modelNameById.get(change.id);
+      if (oldName) maps.modelsByName.delete(oldName);
+      maps.modelNameById.delete(change.id);
+      if (row) putModel(maps, row);
+      return;
+    }
+  }
+}
+
+type Row<T extends keyof Database> = import("kysely").Selectable<Database[T]>;
+
+function putKey(maps: Maps, row: Row<"api_keys">): void {
+  maps.keysByHash.set(row.key_hash, {
+    id: row.id,
+    accountId: row.account_id,
+    name: row.name,
+    scopes: row.scopes,
+    revoked: row.status !== "active",
+    expiresAt: row.expires_at ? row.expires_at.getTime() : null,
+  });
+  maps.keyHashById.set(row.id, row.key_hash);
+}
+
+function toAccount(row: { id: string; status: string }): AccountPolicy {
+  return { id: row.id, active: row.status === "active" };
+}
+
+function toProvider(
+  row: Row<"providers">,
+  keys: ServerKeys,
+  log: NonNullable<PolicyDeps["log"]>,
+): ProviderPolicy {
+  let credential: string | null = null;
+  if (row.credential_ciphertext) {
+    try {
+      credential = openCredential(
+        row.credential_ciphertext,
+        keys.credentials,
+        `provider:${row.id}`,
+      );
+    } catch (error) {
+      // A credential that won't open (wrong server secret, tampering) leaves the
+      // provider without one: its upstream answers 401, and we say why here.
+      log(`Cannot open the credential of provider "${row.name}"`, error);
+    }
+  }
+  return { id: row.id, name: row.name, kind: row.kind, baseUrl: row.base_url, credential };
+}
+
+function putModel(maps: Maps, row: Row<"models">): void {
+  if (row.status !== "active") return;
+  maps.modelsByName.set(row.name, {
+    id: row.id,
+    name: row.name,
+    providerId: row.provider_id,
+    upstreamName: row.upstream_name,
+    prices: {
+      input: row.input_price,
+      output: row.output_price,
+      cachedInput: row.cached_input_price,
+    },
+    maxOutputTokens: row.max_output_tokens,
+    createdAt: row.created_at.getTime(),
+  });
+  maps.modelNameById.set(row.id, row.name);
+}

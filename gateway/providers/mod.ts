@@ -1,0 +1,38 @@
+/** Builds the adapter for a provider, once per snapshot version of its row. */
+import type { ProviderPolicy } from "../policy/snapshot.ts";
+import { createMockProvider } from "./mock.ts";
+import { createOpenAICompatProvider } from "./openai_compat.ts";
+import type { Provider, ProviderDeps } from "./provider.ts";
+import { GatewayError } from "../errors.ts";
+
+export type { ChatCall, ChatReply, Provider } from "./provider.ts";
+
+export function createProviderRegistry(deps: ProviderDeps): (config: ProviderPolicy) => Provider {
+  // Keyed by the snapshot object: a changed provider row is a new object, so
+  // its adapter is rebuilt and the old one is collected with the old row.
+  const adapters = new WeakMap<ProviderPolicy, Provider>();
+  return (config) => {
+    let adapter = adapters.get(config);
+    if (!adapter) {
+      adapter = build(config, deps);
+      adapters.set(config, adapter);
+    }
+    return adapter;
+  };
+}
+
+function build(config: ProviderPolicy, deps: ProviderDeps): Provider {
+  switch (config.kind) {
+    case "openai_compat":
+      return createOpenAICompatProvider(config, deps);
+    case "mock":
+      return createMockProvider();
+    case "anthropic":
+      throw new GatewayError(
+        "upstream_error",
+        501,
+        `Provider "${config.name}" is an Anthropic provider, which this gateway does not serve yet.`,
+        { retryable: false },
+      );
+  }
+}

@@ -1,0 +1,85 @@
+/** Maps an upstream's failure (HTTP status or network error) to a GatewayError. */
+import { GatewayError } from "../errors.ts";
+
+const MAX_ERROR_BODY = 8 * 1024;
+
+export async function upstreamHttpError(
+  response: Response,
+  provider: string,
+): Promise<GatewayError> {
+  const detail = await readErrorMessage(response);
+  const retryAfter = parseRetryAfter(response.headers.get("retry-after"));
+  const status = response.status;
+  if (status === 429) {
+    return new GatewayError(
+      "upstream_rate_limited",
+      429,
+      `Provider "${provider}" is rate limiting requests${suffix(detail)}`,
+      { retryAfter },
+    );
+  }
+  if (status === 400 || status === 404 || status === 409 || status === 422) {
+    return new GatewayError(
+      "invalid_request_error",
+      400,
+      `Provider "${provider}" rejected the request${suffix(detail)}`,
+      { retryable: false },
+    );
+  }
+  if (status === 401 || status === 403) {
+    return new GatewayError(
+      "upstream_error",
+      502,
+      `Provider "${provider}" refused the gateway's credential (HTTP ${status}); the operator must fix it.`,
+    );
+  }
+  return new GatewayError(
+    "upstream_error",
+    502,
+    `Provider "${provider}" failed with HTTP ${status}${suffix(detail)}`,
+    { retryAfter },
+  );
+}
+
+export function upstreamNetworkError(error: unknown, provider: string): GatewayError {
+  if (error instanceof GatewayError) return error;
+  if (error instanceof DOMException && error.name === "TimeoutError") {
+    return new GatewayError(
+      "upstream_timeout",
+      504,
+      `Provider "${provider}" did not answer in time.`,
+      { cause: error },
+    );
+  }
+  return new GatewayError("upstream_error", 502, `Cannot reach provider "${provider}".`, {
+    cause: error,
+  });
+}
+
+function suffix(detail: string | null): string {
+  return detail ? `: ${detail}` : ".";
+}
+
+async function readErrorMessage(response: Response): Promise<string | null> {
+  try {
+    const text = (await response.text()).slice(0, MAX_ERROR_BODY);
+    try {
+      const json = JSON.parse(text);
+      const message = json?.error?.message ?? json?.message;
+      return typeof message === "string" ? message : null;
+    } catch {
+      return text.trim() ? text.trim().slice(0, 500) : null;
+    }
+  } catch {
+    return null;
+  }
+}
+
+/** Retry-After in seconds, from either delta-seconds or an HTTP date. */
+export function parseRetryAfter(value: string | null, now = Date.now()): number | undefined {
+  if (!value) return undefined;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds) && seconds >= 0) return seconds;
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : Math.max(0, Math.ceil((date - now) / 1000));
+}

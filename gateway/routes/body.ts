@@ -1,0 +1,78 @@
+/** Reads and validates a JSON request body, refusing oversized ones early. */
+import type { z } from "zod";
+import { GatewayError } from "../errors.ts";
+
+/** Reads at most `maxBytes`; a larger body gets 413 before it is read whole. */
+export async function readJsonBody(request: Request, maxBytes: number): Promise<unknown> {
+  const declared = Number(request.headers.get("content-length") ?? NaN);
+  if (declared > maxBytes) throw tooLarge(maxBytes);
+  if (!request.body) {
+    throw new GatewayError("invalid_json", 400, "The request has no body: send a JSON object.", {
+      retryable: false,
+    });
+  }
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > maxBytes) {
+      await reader.cancel();
+      throw tooLarge(maxBytes);
+    }
+    chunks.push(value);
+  }
+  const bytes = chunks.length === 1 ? chunks[0]! : concat(chunks, size);
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch (error) {
+    throw new GatewayError("invalid_json", 400, "The request body is not valid JSON.", {
+      retryable: false,
+      cause: error,
+    });
+  }
+}
+
+/** Validates `value` with `schema`; the first problem becomes a 400 naming its param. */
+export function validate<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const param = issue.path.reduce<string>(
+    (path, part) =>
+      typeof part === "number"
+        ? `${path}[${part}]`
+        : path
+        ? `${path}.${String(part)}`
+        : String(part),
+    "",
+  );
+  const message = param
+    ? `Invalid '${param}': ${issue.message}`
+    : `Invalid request: ${issue.message}`;
+  throw new GatewayError("invalid_request_error", 400, message, {
+    param: param || undefined,
+    retryable: false,
+  });
+}
+
+function tooLarge(maxBytes: number): GatewayError {
+  return new GatewayError(
+    "request_too_large",
+    413,
+    `The request body is larger than ${maxBytes} bytes.`,
+    { retryable: false },
+  );
+}
+
+function concat(chunks: Uint8Array[], size: number): Uint8Array {
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return out;
+}

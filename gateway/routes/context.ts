@@ -1,0 +1,28 @@
+/** What every route handler gets: the request's identity and the app's dependencies. */
+import type { KeyPolicy, Policy } from "../policy/snapshot.ts";
+import type { UsageSink } from "../metering/usage_queue.ts";
+import type { Provider } from "../providers/mod.ts";
+import type { ProviderPolicy } from "../policy/snapshot.ts";
+
+export interface RouteDeps {
+  policy: Policy;
+  usage: UsageSink;
+  providerFor: (config: ProviderPolicy) => Provider;
+  hashingKey: Uint8Array;
+  maxBodyBytes: number;
+  upstreamTimeoutMs: number;
+  streamTimeoutMs: number;
+  log: (message: string, error?: unknown) => void;
+}
+
+export interface RequestContext {
+  requestId: string;
+  endpoint: string;
+  /** Wall-clock time the request arrived. */
+  receivedAt: Date;
+  /** Monotonic milliseconds at arrival, and the clock to compare with. */
+  startedAt: number;
+  now: () => number;
+  /** The authenticated key, once authentication has passed. */
+  key?: KeyPolicy;
+}

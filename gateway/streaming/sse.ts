@@ -1,0 +1,144 @@
+/**
+ * Server-sent events, parsed once (eventsource-parser) and written once.
+ *
+ * `meterSse` sits between an upstream's OpenAI-shaped SSE body and the
+ * client. It finds the usage chunk without parsing every event, strips that
+ * chunk when the client did not ask for it, turns an upstream failure into an
+ * in-band error event, and reports how the stream ended exactly once: done,
+ * cut by the upstream, or cancelled by the client (whose cancel aborts the
+ * upstream request).
+ */
+import { createParser } from "eventsource-parser";
+import type { TokenUsage } from "../../schema/money.ts";
+import { parseUsage } from "../metering/usage.ts";
+
+const encoder = new TextEncoder();
+
+/** Encodes one SSE `data:` event. */
+export function sseData(data: string): Uint8Array {
+  return encoder.encode(`data: ${data}\n\n`);
+}
+
+export const SSE_DONE = "[DONE]";
+
+export interface StreamEnd {
+  /** Usage the upstream reported, or null. */
+  usage: TokenUsage | null;
+  /** How the stream ended. */
+  reason: "done" | "upstream_cut" | "client_cancelled" | "upstream_error";
+  /** The data of each event before usage arrived, for estimating usage. */
+  events: readonly string[];
+  /** Milliseconds from the stream's start to its first upstream byte. */
+  firstByteAt: number | null;
+}
+
+export interface MeterOptions {
+  /** Remove the usage-only chunk (the client did not set include_usage). */
+  stripUsage: boolean;
+  onEnd(end: StreamEnd): void;
+  now?: () => number;
+  /** Builds the in-band error event sent when the upstream fails mid-stream. */
+  errorEvent?: (error: unknown) => string;
+}
+
+export function meterSse(
+  upstream: ReadableStream<Uint8Array>,
+  options: MeterOptions,
+): ReadableStream<Uint8Array> {
+  const reader = upstream.getReader();
+  const decoder = new TextDecoder();
+  const now = options.now ?? performance.now.bind(performance);
+  const events: string[] = [];
+  const out: string[] = [];
+  let usage: TokenUsage | null = null;
+  let sawDone = false;
+  let firstByteAt: number | null = null;
+  let ended = false;
+
+  const end = (reason: StreamEnd["reason"]) => {
+    if (ended) return;
+    ended = true;
+    options.onEnd({ usage, reason, events, firstByteAt });
+  };
+
+  const parser = createParser({
+    onEvent(event) {
+      const data = event.data;
+      if (data === SSE_DONE) {
+        sawDone = true;
+        if (options.stripUsage) out.push(`data: ${SSE_DONE}\n\n`);
+        return;
+      }
+      const found = usageIn(data);
+      if (found) {
+        usage = found.usage;
+        if (options.stripUsage && found.usageOnly) return;
+      } else if (usage === null) {
+        events.push(data);
+      }
+      if (options.stripUsage) out.push(`data: ${data}\n\n`);
+    },
+  });
+
+  return new ReadableStream<Uint8Array>({
+    // pull must enqueue or close before it returns: a pull that resolves with
+    // nothing enqueued is not called again. When stripping, a read can hold
+    // only part of an event, so read on until there is something to send.
+    async pull(controller) {
+      for (;;) {
+        let chunk: ReadableStreamReadResult<Uint8Array>;
+        try {
+          chunk = await reader.read();
+        } catch (error) {
+          const event = options.errorEvent?.(error);
+          if (event) controller.enqueue(sseData(event));
+          controller.close();
+          end("upstream_error");
+          return;
+        }
+        if (chunk.done) {
+          parser.feed(decoder.decode());
+          flush(controller);
+          controller.close();
+          end(sawDone || usage ? "done" : "upstream_cut");
+          return;
+        }
+        firstByteAt ??= now();
+        parser.feed(decoder.decode(chunk.value, { stream: true }));
+        if (!options.stripUsage) return controller.enqueue(chunk.value);
+        if (flush(controller)) return;
+      }
+    },
+    cancel(reason) {
+      end("client_cancelled");
+      return reader.cancel(reason);
+    },
+  });
+
+  function flush(controller: ReadableStreamDefaultController<Uint8Array>): boolean {
+    if (out.length === 0) return false;
+    controller.enqueue(encoder.encode(out.join("")));
+    out.length = 0;
+    return true;
+  }
+}
+
+/**
+ * The usage in an event's data, found without parsing the event unless it
+ * carries a usage object (OpenAI sends `"usage":null` on every other chunk).
+ */
+function usageIn(data: string): { usage: TokenUsage; usageOnly: boolean } | null {
+  const at = data.lastIndexOf('"usage"');
+  if (at < 0) return null;
+  let i = at + 7;
+  while (i < data.length && (data[i] === ":" || data[i] === " ")) i++;
+  if (data[i] !== "{") return null;
+  try {
+    const chunk = JSON.parse(data) as { usage?: unknown; choices?: unknown[] };
+    const usage = parseUsage(chunk.usage);
+    if (!usage) return null;
+    return { usage, usageOnly: !Array.isArray(chunk.choices) || chunk.choices.length === 0 };
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,40 @@
+/**
+ * The list of migrations, in order, and the functions that apply them with
+ * Kysely's Migrator. Its lock table makes concurrent starts safe: the second
+ * process waits, then finds nothing left to do.
+ */
+import type { Kysely } from "kysely";
+import { type Migration, type MigrationResultSet, Migrator } from "kysely/migration";
+import * as init from "./2026_11_22_0001_init.ts";
+
+export const migrations: Record<string, Migration> = {
+  "2026_11_22_0001_init": init,
+};
+
+// deno-lint-ignore no-explicit-any
+function migrator(db: Kysely<any>): Migrator {
+  return new Migrator({ db, provider: { getMigrations: () => Promise.resolve(migrations) } });
+}
+
+/** Applies every pending migration; throws with the failing migration's name. */
+// deno-lint-ignore no-explicit-any
+export async function migrateToLatest(db: Kysely<any>): Promise<string[]> {
+  return unwrap(await migrator(db).migrateToLatest());
+}
+
+/** Reverts the latest migration. */
+// deno-lint-ignore no-explicit-any
+export async function migrateDown(db: Kysely<any>): Promise<string[]> {
+  return unwrap(await migrator(db).migrateDown());
+}
+
+function unwrap({ error, results = [] }: MigrationResultSet): string[] {
+  const failed = results.find((r) => r.status === "Error");
+  if (error) {
+    const name = failed ? ` in ${failed.migrationName}` : "";
+    throw new Error(`Migration failed${name}: ${error instanceof Error ? error.message : error}`, {
+      cause: error,
+    });
+  }
+  return results.filter((r) => r.status === "Success").map((r) => r.migrationName);
+}

@@ -1,0 +1,195 @@
+/**
+ * The Kysely `Database` interface: one `XTable` type per table, shared by
+ * both planes. Money columns are bigint microcents (see money.ts); every
+ * int8 column comes back as `bigint` from both drivers (see db.ts).
+ */
+import type {
+  ColumnType,
+  Generated,
+  Insertable,
+  JSONColumnType,
+  Selectable,
+  Updateable,
+} from "kysely";
+
+/** A timestamptz: read as Date, written as Date or ISO string. */
+export type Timestamp = ColumnType<Date, Date | string, Date | string>;
+/** A timestamptz the database fills in on insert. */
+export type CreatedAt = ColumnType<Date, Date | string | undefined, Date | string>;
+/** An int8 column: always bigint when read, bigint or number when written. */
+export type Int8 = ColumnType<bigint, bigint | number, bigint | number>;
+
+export type AccountStatus = "active" | "suspended";
+export type ApiKeyStatus = "active" | "revoked";
+export type ProviderKind = "openai_compat" | "anthropic" | "mock";
+export type ModelStatus = "active" | "disabled";
+export type MemberRole = "owner" | "admin" | "member" | "viewer";
+
+export interface AccountsTable {
+  id: Generated<string>;
+  name: string;
+  status: ColumnType<AccountStatus, AccountStatus | undefined, AccountStatus>;
+  /** Cached balance in microcents, kept in the same transaction as the ledger. */
+  balance: ColumnType<bigint, bigint | number | undefined, bigint | number>;
+  created_at: CreatedAt;
+  updated_at: CreatedAt;
+}
+
+export interface UsersTable {
+  id: Generated<string>;
+  email: string;
+  name: string | null;
+  password_hash: string | null;
+  created_at: CreatedAt;
+}
+
+export interface MembershipsTable {
+  account_id: string;
+  user_id: string;
+  role: MemberRole;
+  created_at: CreatedAt;
+}
+
+export interface ApiKeysTable {
+  id: Generated<string>;
+  account_id: string;
+  name: string;
+  /** HMAC-SHA-256 of the secret under the server secret, hex. */
+  key_hash: string;
+  /** The first characters of the secret, for display ("tg_AbCd1234"). */
+  prefix: string;
+  last4: string;
+  scopes: ColumnType<string[], string[] | undefined, string[]>;
+  status: ColumnType<ApiKeyStatus, ApiKeyStatus | undefined, ApiKeyStatus>;
+  expires_at: Timestamp | null;
+  created_at: CreatedAt;
+  last_used_at: Timestamp | null;
+  revoked_at: Timestamp | null;
+}
+
+export interface ProvidersTable {
+  id: Generated<string>;
+  name: string;
+  kind: ProviderKind;
+  base_url: string | null;
+  /** Sealed provider credential (see crypto.ts); never returned by any API. */
+  credential_ciphertext: string | null;
+  credential_last4: string | null;
+  created_at: CreatedAt;
+  updated_at: CreatedAt;
+}
+
+export interface ModelsTable {
+  id: Generated<string>;
+  /** The public name callers send as `model`. */
+  name: string;
+  provider_id: string;
+  upstream_name: string;
+  /** Prices in microcents per million tokens. */
+  input_price: Int8;
+  output_price: Int8;
+  cached_input_price: Int8;
+  max_output_tokens: number | null;
+  status: ColumnType<ModelStatus, ModelStatus | undefined, ModelStatus>;
+  created_at: CreatedAt;
+  updated_at: CreatedAt;
+}
+
+export interface LedgerEntriesTable {
+  id: Generated<bigint>;
+  /** Entries of one transaction share this id and sum to zero. */
+  transaction_id: string;
+  /** "customer:<account id>" or a system book such as "system:revenue". */
+  book: string;
+  account_id: string | null;
+  kind: string;
+  /** Signed microcents: positive credits the book, negative debits it. */
+  amount: Int8;
+  reference: string | null;
+  memo: string | null;
+  created_at: CreatedAt;
+}
+
+export interface UsageEventsTable {
+  /** The request id; replaying an event is idempotent on it. */
+  request_id: string;
+  account_id: string;
+  api_key_id: string;
+  agent_name: string | null;
+  agent_purpose: string | null;
+  agent_owner: string | null;
+  endpoint: string;
+  /** The model the caller asked for. */
+  model: string;
+  provider_id: string | null;
+  provider_name: string | null;
+  upstream_model: string | null;
+  status: number;
+  error_code: string | null;
+  stream: boolean;
+  prompt_tokens: number;
+  completion_tokens: number;
+  cached_tokens: number;
+  total_tokens: number;
+  /** Microcents. */
+  cost: Int8;
+  /** True when usage was estimated (a cut stream), not reported upstream. */
+  estimated: boolean;
+  latency_ms: number;
+  ttfb_ms: number | null;
+  created_at: Timestamp;
+}
+
+export interface AuditLogTable {
+  id: Generated<bigint>;
+  actor: string;
+  action: string;
+  target_type: string | null;
+  target_id: string | null;
+  diff: JSONColumnType<Record<string, unknown>, string, string>;
+  ip: string | null;
+  request_id: string | null;
+  prev_hash: string | null;
+  hash: string;
+  created_at: CreatedAt;
+}
+
+export interface AdminTokensTable {
+  id: Generated<string>;
+  token_hash: string;
+  prefix: string;
+  created_at: CreatedAt;
+}
+
+export interface Database {
+  accounts: AccountsTable;
+  users: UsersTable;
+  memberships: MembershipsTable;
+  api_keys: ApiKeysTable;
+  providers: ProvidersTable;
+  models: ModelsTable;
+  ledger_entries: LedgerEntriesTable;
+  usage_events: UsageEventsTable;
+  audit_log: AuditLogTable;
+  admin_tokens: AdminTokensTable;
+}
+
+export type Account = Selectable<AccountsTable>;
+export type ApiKey = Selectable<ApiKeysTable>;
+export type NewApiKey = Insertable<ApiKeysTable>;
+export type Provider = Selectable<ProvidersTable>;
+export type Model = Selectable<ModelsTable>;
+export type ModelUpdate = Updateable<ModelsTable>;
+export type UsageEvent = Selectable<UsageEventsTable>;
+export type NewUsageEvent = Insertable<UsageEventsTable>;
+export type AuditEntry = Selectable<AuditLogTable>;
+
+/** The channel the policy-table triggers notify on. */
+export const POLICY_CHANNEL = "tollgate_policy";
+
+/** The payload of a policy notification. */
+export interface PolicyChange {
+  table: "accounts" | "api_keys" | "providers" | "models";
+  op: "INSERT" | "UPDATE" | "DELETE";
+  id: string;
+}
