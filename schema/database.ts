@@ -146,6 +146,10 @@ export interface AuditLogTable {
   action: string;
   target_type: string | null;
   target_id: string | null;
+  /**
+   * Written as JSON text. Cast it in SQL (`sql\`${text}::text::jsonb\``):
+   * Postgres.js would otherwise encode the string again as a JSON string.
+   */
   diff: JSONColumnType<Record<string, unknown>, string, string>;
   ip: string | null;
   request_id: string | null;

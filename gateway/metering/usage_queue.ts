@@ -12,7 +12,7 @@ export interface UsageSink {
 }
 
 export interface UsageQueue extends UsageSink {
-  /** Writes everything queued so far. */
+  /** Writes everything queued so far; rejects if the database refused it. */
   flush(): Promise<void>;
   /** Number of events not yet written. */
   readonly pending: number;
@@ -35,6 +35,7 @@ export function createUsageQueue(db: Kysely<Database>, options: UsageQueueOption
   let queue: NewUsageEvent[] = [];
   let writing: Promise<void> | null = null;
   let failures = 0;
+  let lastError: unknown = null;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let closed = false;
 
@@ -46,7 +47,7 @@ export function createUsageQueue(db: Kysely<Database>, options: UsageQueueOption
     }, delay);
   };
 
-  async function drain(): Promise<void> {
+  function drain(): Promise<void> {
     if (writing) return writing;
     writing = (async () => {
       while (queue.length > 0) {
@@ -55,8 +56,10 @@ export function createUsageQueue(db: Kysely<Database>, options: UsageQueueOption
           await writeBatch(db, batch);
           queue = queue.slice(batch.length);
           failures = 0;
+          lastError = null;
         } catch (error) {
           failures++;
+          lastError = error;
           log(`Cannot write ${batch.length} usage events (attempt ${failures}); will retry`, error);
           schedule(Math.min(MAX_BACKOFF_MS, options.flushMs * 2 ** failures));
           return;
@@ -82,6 +85,9 @@ export function createUsageQueue(db: Kysely<Database>, options: UsageQueueOption
       // A drain in progress may have started before the newest pushes.
       await drain();
       if (queue.length > 0 && failures === 0) await drain();
+      if (queue.length > 0 && lastError) {
+        throw new Error(`${queue.length} usage events are not written yet`, { cause: lastError });
+      }
     },
     get pending() {
       return queue.length;
@@ -108,7 +114,7 @@ async function writeBatch(db: Kysely<Database>, batch: NewUsageEvent[]): Promise
     const rows = JSON.stringify([...lastUsed].map(([id, at]) => ({ id, at })));
     await sql`
       update api_keys set last_used_at = x.at
-      from jsonb_to_recordset(${rows}::jsonb) as x(id uuid, at timestamptz)
+      from jsonb_to_recordset(${rows}::text::jsonb) as x(id uuid, at timestamptz)
       where api_keys.id = x.id and (api_keys.last_used_at is null or api_keys.last_used_at < x.at)
     `.execute(trx);
   });

@@ -1,0 +1,82 @@
+/**
+ * The Pothos schema builder, its context and scalars. It defines no object
+ * types: each graphql/types/<domain>.ts defines its own.
+ *
+ * Money is an integer number of microcents (schema/money.ts); on the wire it
+ * is a USD decimal string with exactly 8 decimals ("2.50000000"), so no
+ * client ever parses an amount as a float.
+ */
+import SchemaBuilder from "@pothos/core";
+import ErrorsPlugin from "@pothos/plugin-errors";
+import { GraphQLError, Kind } from "graphql";
+import type { Kysely } from "kysely";
+import type { Database } from "../../schema/database.ts";
+import { formatUsd, parseUsd } from "../../schema/money.ts";
+import type { ServerKeys } from "../../schema/secrets.ts";
+import type { Actor } from "../auth.ts";
+import type { AuditMeta } from "../services/audit.ts";
+
+export interface Context {
+  db: Kysely<Database>;
+  keys: ServerKeys;
+  actor: Actor;
+  requestId: string;
+  /** The client's address, as seen by this server. */
+  ip: string | null;
+}
+
+export const builder = new SchemaBuilder<{
+  Context: Context;
+  DefaultFieldNullability: false;
+  Scalars: {
+    ID: { Input: string; Output: string };
+    DateTime: { Input: Date; Output: Date };
+    Money: { Input: bigint; Output: bigint };
+  };
+}>({
+  plugins: [ErrorsPlugin],
+  defaultFieldNullability: false,
+  errors: { directResult: true },
+});
+
+builder.queryType({});
+builder.mutationType({});
+
+const ISO_DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
+
+builder.scalarType("DateTime", {
+  description: "An instant as an ISO 8601 string with a time zone, e.g. 2027-01-31T12:00:00Z.",
+  serialize: (value) => value.toISOString(),
+  parseValue: (value) => parseDateTime(value),
+  parseLiteral: (ast) => parseDateTime(ast.kind === Kind.STRING ? ast.value : undefined),
+});
+
+builder.scalarType("Money", {
+  description: 'An amount in USD as a decimal string with 8 decimals, e.g. "2.50000000". ' +
+    "Stored exactly as integer units of 1e-8 USD.",
+  serialize: (units) => formatUsd(units, 8),
+  parseValue: (value) => parseMoney(value),
+  parseLiteral: (ast) => parseMoney(ast.kind === Kind.STRING ? ast.value : undefined),
+});
+
+/** The audit part of a mutation: who, from where, in which request. */
+export function auditMeta(ctx: Context): AuditMeta {
+  return { actor: ctx.actor.id, ip: ctx.ip, requestId: ctx.requestId };
+}
+
+function parseDateTime(value: unknown): Date {
+  const date = typeof value === "string" && ISO_DATE_TIME.test(value) ? new Date(value) : null;
+  if (!date || Number.isNaN(date.getTime())) {
+    throw new GraphQLError("DateTime must be an ISO 8601 string such as 2027-01-31T12:00:00Z");
+  }
+  return date;
+}
+
+function parseMoney(value: unknown): bigint {
+  try {
+    if (typeof value === "string") return parseUsd(value);
+  } catch {
+    // Reported below.
+  }
+  throw new GraphQLError('Money must be a decimal USD string such as "2.50"');
+}

@@ -1,0 +1,10 @@
+/** The control plane's GraphQL schema: every type file, then toSchema(). */
+import { builder } from "./builder.ts";
+import "./types/errors.ts";
+import "./types/account.ts";
+import "./types/api_key.ts";
+import "./types/provider.ts";
+import "./types/model.ts";
+import "./types/usage.ts";
+
+export const schema = builder.toSchema();

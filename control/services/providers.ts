@@ -1,0 +1,106 @@
+/**
+ * Upstream providers. A provider's credential is sealed with the server's
+ * credentials key, bound to the provider's id, and never returned: callers
+ * see only whether one is set and its last 4 characters.
+ */
+import { type Kysely, sql } from "kysely";
+import { z } from "zod";
+import type { Database, Provider, ProviderKind } from "../../schema/database.ts";
+import { sealCredential, type ServerKeys } from "../../schema/secrets.ts";
+import { InvalidInputError, parseInput, textField } from "../errors.ts";
+import { type AuditMeta, recordAudit } from "./audit.ts";
+
+export const PROVIDER_KINDS = [
+  "openai_compat",
+  "anthropic",
+  "mock",
+] as const satisfies readonly ProviderKind[];
+
+export interface UpsertProviderInput {
+  name: string;
+  kind: string;
+  /** Required for openai_compat and anthropic. */
+  baseUrl?: string | null;
+  /** Omitted: keep the stored credential; null: remove it; a string: replace it. */
+  apiKey?: string | null;
+}
+
+const httpUrl = textField(2000).refine((text) => {
+  try {
+    return ["http:", "https:"].includes(new URL(text).protocol);
+  } catch {
+    return false;
+  }
+}, "must be an http(s) URL");
+
+const upsertProviderInput = z.object({
+  name: textField(100),
+  kind: z.enum(PROVIDER_KINDS, "must be openai_compat, anthropic or mock"),
+  baseUrl: httpUrl.nullish(),
+  apiKey: textField(4000).nullish(),
+});
+
+/** Creates or updates the provider called `name`. */
+export async function upsertProvider(
+  db: Kysely<Database>,
+  input: UpsertProviderInput,
+  options: { keys: ServerKeys; audit: AuditMeta },
+): Promise<Provider> {
+  const parsed = parseInput(upsertProviderInput, input);
+  if (parsed.kind !== "mock" && !parsed.baseUrl) {
+    throw new InvalidInputError(`baseUrl: is required for ${parsed.kind} providers`, "baseUrl");
+  }
+  const baseUrl = parsed.baseUrl ?? null;
+  return await db.transaction().execute(async (trx) => {
+    // xmax = 0 only on a freshly inserted row: tells a create from an update.
+    const upserted = await trx.insertInto("providers")
+      .values({ name: parsed.name, kind: parsed.kind, base_url: baseUrl })
+      .onConflict((oc) =>
+        oc.column("name").doUpdateSet({
+          kind: parsed.kind,
+          base_url: baseUrl,
+          updated_at: sql<Date>`now()`,
+        })
+      )
+      .returningAll()
+      .returning(sql<boolean>`xmax = 0`.as("created"))
+      .executeTakeFirstOrThrow();
+    const { created, ...row } = upserted;
+    let provider: Provider = row;
+    if (parsed.apiKey !== undefined) {
+      const apiKey = parsed.apiKey;
+      provider = await trx.updateTable("providers")
+        .set({
+          credential_ciphertext: apiKey === null
+            ? null
+            : sealCredential(apiKey, options.keys.credentials, `provider:${row.id}`),
+          credential_last4: apiKey === null ? null : apiKey.slice(-4),
+        })
+        .where("id", "=", row.id)
+        .returningAll()
+        .executeTakeFirstOrThrow();
+    }
+    await recordAudit(trx, {
+      ...options.audit,
+      action: created ? "provider.create" : "provider.update",
+      targetType: "provider",
+      targetId: provider.id,
+      diff: {
+        name: provider.name,
+        kind: provider.kind,
+        baseUrl: provider.base_url,
+        credentialChange: parsed.apiKey === undefined
+          ? "unchanged"
+          : parsed.apiKey === null
+          ? "removed"
+          : "replaced",
+      },
+    });
+    return provider;
+  });
+}
+
+/** Every provider, by name. */
+export async function listProviders(db: Kysely<Database>): Promise<Provider[]> {
+  return await db.selectFrom("providers").selectAll().orderBy("name").execute();
+}

@@ -1,0 +1,158 @@
+/**
+ * The whole of Tollgate for a test: a fresh database, both planes on random
+ * ports, and helpers that talk to them the way a user does (GraphQL over
+ * HTTP, the official openai client).
+ */
+import OpenAI from "openai";
+import { ensureAdminToken } from "../../control/auth.ts";
+import { startControl } from "../../control/server.ts";
+import { seedMockProvider } from "../../gateway/providers/mock_seed.ts";
+import { type GatewayServer, startGateway } from "../../gateway/server.ts";
+import { deriveServerKeys } from "../../schema/secrets.ts";
+import { freshDatabase, type TestDatabase } from "./database.ts";
+
+export const TEST_SECRET = "test-secret-".padEnd(48, "x");
+export const ADMIN_TOKEN = "test-admin-token-0123456789abcdef";
+
+export interface Stack {
+  database: TestDatabase;
+  gateway: GatewayServer;
+  gatewayUrl: string;
+  controlUrl: string;
+  graphql<T = Record<string, unknown>>(
+    query: string,
+    variables?: Record<string, unknown>,
+    token?: string | null,
+  ): Promise<GraphQLResult<T>>;
+  /** An account and an inference key made through GraphQL. */
+  createKey(
+    options?: { accountName?: string; scopes?: string[] },
+  ): Promise<{ accountId: string; keyId: string; secret: string }>;
+  openai(secret: string, options?: { maxRetries?: number }): OpenAI;
+  close(): Promise<void>;
+}
+
+export interface GraphQLResult<T> {
+  status: number;
+  headers: Headers;
+  data?: T;
+  errors?: { message: string; extensions?: Record<string, unknown> }[];
+}
+
+export interface StackOptions {
+  fetch?: typeof fetch;
+  usageFlushMs?: number;
+  maxBodyBytes?: number;
+}
+
+export async function startStack(options: StackOptions = {}): Promise<Stack> {
+  const database = await freshDatabase();
+  const db = database.db;
+  await seedMockProvider(db.db);
+  const keys = deriveServerKeys(TEST_SECRET);
+  await ensureAdminToken(db.db, keys, ADMIN_TOKEN);
+  const control = await startControl({
+    db: db.db,
+    keys,
+    config: controlConfig(),
+  });
+  const gateway = await startGateway({
+    db,
+    keys,
+    fetch: options.fetch,
+    log: () => {},
+    config: {
+      port: 0,
+      hostname: "127.0.0.1",
+      maxBodyBytes: options.maxBodyBytes ?? 1024 * 1024,
+      upstreamTimeoutMs: 30_000,
+      streamTimeoutMs: 120_000,
+      policyResyncMs: 60_000,
+      usageFlushMs: options.usageFlushMs ?? 20,
+      usageBatchSize: 100,
+    },
+  });
+
+  const graphql: Stack["graphql"] = async (query, variables = {}, token = ADMIN_TOKEN) => {
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    if (token) headers.authorization = `Bearer ${token}`;
+    const response = await fetch(`${control.url}/graphql`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ query, variables }),
+    });
+    const body = await response.json();
+    return { status: response.status, headers: response.headers, ...body };
+  };
+
+  return {
+    database,
+    gateway,
+    gatewayUrl: gateway.url,
+    controlUrl: control.url,
+    graphql,
+    async createKey({ accountName = "Acme", scopes } = {}) {
+      const account = await graphql<{ createAccount: { id: string } }>(
+        `mutation ($name: String!) { createAccount(input: { name: $name }) { __typename ... on Account { id } } }`,
+        { name: accountName },
+      );
+      const accountId = account.data?.createAccount.id;
+      if (!accountId) throw new Error(`createAccount failed: ${JSON.stringify(account)}`);
+      const key = await graphql<{ createApiKey: { secret: string; apiKey: { id: string } } }>(
+        `mutation ($accountId: ID!, $scopes: [ApiKeyScope!]) {
+          createApiKey(input: { accountId: $accountId, name: "test key", scopes: $scopes }) {
+            __typename ... on CreatedApiKey { secret apiKey { id } }
+          }
+        }`,
+        { accountId, scopes },
+      );
+      const created = key.data?.createApiKey;
+      if (!created?.secret) throw new Error(`createApiKey failed: ${JSON.stringify(key)}`);
+      // The key reaches the gateway through NOTIFY; wait until it is there.
+      await waitFor(async () => {
+        const r = await fetch(`${gateway.url}/v1/models`, {
+          headers: { authorization: `Bearer ${created.secret}` },
+        });
+        await r.body?.cancel();
+        return r.status === 200;
+      });
+      return { accountId, keyId: created.apiKey.id, secret: created.secret };
+    },
+    openai(secret, { maxRetries = 0 } = {}) {
+      return new OpenAI({ apiKey: secret, baseURL: `${gateway.url}/v1`, maxRetries });
+    },
+    async close() {
+      await gateway.shutdown();
+      await control.shutdown();
+      await database.drop();
+    },
+  };
+}
+
+function controlConfig() {
+  return Object.freeze({
+    databaseUrl: undefined,
+    dataDir: "memory://",
+    pgliteDir: "memory://",
+    secret: TEST_SECRET,
+    port: 0,
+    hostname: "127.0.0.1",
+    adminToken: ADMIN_TOKEN,
+  });
+}
+
+/** Polls `check` until it is true, or fails after `timeoutMs`. */
+export async function waitFor(
+  check: () => Promise<boolean> | boolean,
+  timeoutMs = 5_000,
+  everyMs = 10,
+): Promise<number> {
+  const start = performance.now();
+  for (;;) {
+    if (await check()) return performance.now() - start;
+    if (performance.now() - start > timeoutMs) {
+      throw new Error(`Condition not met within ${timeoutMs} ms`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}

@@ -1,0 +1,86 @@
+import assert from "node:assert/strict";
+import { sql } from "kysely";
+import { migrateDown, migrateToLatest } from "../../migrations/mod.ts";
+import { freshDatabase } from "../helpers/database.ts";
+import { waitFor } from "../helpers/stack.ts";
+
+Deno.test("migrations apply once, are idempotent, and revert cleanly", async () => {
+  const { db, drop } = await freshDatabase({ migrate: false });
+  try {
+    assert.deepEqual(await migrateToLatest(db.db), ["2026_11_22_0001_init"]);
+    assert.deepEqual(await migrateToLatest(db.db), []);
+    assert.deepEqual(await migrateDown(db.db), ["2026_11_22_0001_init"]);
+    assert.deepEqual(await migrateToLatest(db.db), ["2026_11_22_0001_init"]);
+  } finally {
+    await drop();
+  }
+});
+
+Deno.test("int8 columns come back as bigint", async () => {
+  const { db, drop } = await freshDatabase();
+  try {
+    const account = await db.db.insertInto("accounts").values({
+      name: "a",
+      balance: 9_007_199_254_740_993n,
+    })
+      .returningAll().executeTakeFirstOrThrow();
+    assert.equal(account.balance, 9_007_199_254_740_993n);
+    const small = await db.db.insertInto("accounts").values({ name: "b" }).returning("balance")
+      .executeTakeFirstOrThrow();
+    assert.equal(small.balance, 0n);
+  } finally {
+    await drop();
+  }
+});
+
+Deno.test("policy tables notify on every write, but not when only last_used_at changes", async () => {
+  const { db, drop } = await freshDatabase();
+  const seen: { table: string; op: string }[] = [];
+  const unlisten = await db.listen("tollgate_policy", (payload) => seen.push(JSON.parse(payload)));
+  try {
+    const account = await db.db.insertInto("accounts").values({ name: "a" }).returning("id")
+      .executeTakeFirstOrThrow();
+    const key = await db.db.insertInto("api_keys")
+      .values({ account_id: account.id, name: "k", key_hash: "h", prefix: "tg_x", last4: "abcd" })
+      .returning("id").executeTakeFirstOrThrow();
+    await waitFor(() => seen.length === 2);
+    await db.db.updateTable("api_keys").set({ last_used_at: new Date() }).where("id", "=", key.id)
+      .execute();
+    await db.db.updateTable("api_keys").set({ status: "revoked" }).where("id", "=", key.id)
+      .execute();
+    await waitFor(() => seen.length === 3);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.deepEqual(seen.map((s) => `${s.table} ${s.op}`), [
+      "accounts INSERT",
+      "api_keys INSERT",
+      "api_keys UPDATE",
+    ]);
+  } finally {
+    await unlisten();
+    await drop();
+  }
+});
+
+Deno.test("the ledger and the audit log are append-only", async () => {
+  const { db, drop } = await freshDatabase();
+  try {
+    await db.db.insertInto("ledger_entries")
+      .values({
+        transaction_id: crypto.randomUUID(),
+        book: "system:test",
+        kind: "adjustment",
+        amount: 5n,
+      }).execute();
+    await assert.rejects(sql`update ledger_entries set amount = 6`.execute(db.db), /append-only/);
+    await assert.rejects(sql`delete from ledger_entries`.execute(db.db), /append-only/);
+    await db.db.insertInto("audit_log").values({
+      actor: "t",
+      action: "test",
+      hash: "h",
+      diff: "{}",
+    }).execute();
+    await assert.rejects(sql`delete from audit_log`.execute(db.db), /append-only/);
+  } finally {
+    await drop();
+  }
+});
