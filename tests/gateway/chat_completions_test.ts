@@ -138,9 +138,11 @@ Deno.test("errors use OpenAI's shape with a request id, and nothing is metered",
       "messages",
     );
     await expectError(
-      // deno-lint-ignore no-explicit-any
       client.chat.completions.create(
-        { model: "tollgate-mock", messages: [{ role: "wizard", content: "x" }] } as any,
+        {
+          model: "tollgate-mock",
+          messages: [{ role: "wizard", content: "x" }],
+        } as unknown as OpenAI.ChatCompletionCreateParamsNonStreaming,
       ),
       400,
       "invalid_request_error",

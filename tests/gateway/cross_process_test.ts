@@ -1,0 +1,88 @@
+import assert from "node:assert/strict";
+import { POSTGRES_URL } from "../helpers/database.ts";
+import { startPlaneProcess } from "../helpers/process.ts";
+import { startStack, TEST_SECRET, waitFor } from "../helpers/stack.ts";
+
+Deno.test({
+  name: "a key revoked through GraphQL is refused by a gateway in another process within a second",
+  ignore: !POSTGRES_URL, // the embedded PGlite is single-process
+  async fn() {
+    const stack = await startStack();
+    const gateway = await startPlaneProcess("gateway/main.ts", {
+      DATABASE_URL: stack.database.url!,
+      TOLLGATE_SECRET: TEST_SECRET,
+      TOLLGATE_GATEWAY_PORT: "0",
+      TOLLGATE_HOST: "127.0.0.1",
+    });
+    try {
+      const { secret, keyId } = await stack.createKey();
+      const status = async () => {
+        const response = await fetch(`${gateway.url}/v1/models`, {
+          headers: { authorization: `Bearer ${secret}` },
+        });
+        await response.body?.cancel();
+        return response.status;
+      };
+      await waitFor(async () => (await status()) === 200, 10_000);
+
+      const revoked = await stack.graphql(
+        `mutation ($id: ID!) { revokeApiKey(input: { id: $id }) { __typename } }`,
+        { id: keyId },
+      );
+      assert.deepEqual(revoked.data, { revokeApiKey: { __typename: "ApiKey" } });
+      const elapsed = await waitFor(async () => (await status()) === 401, 1_000, 5);
+      assert.ok(elapsed < 1_000, `refused after ${elapsed.toFixed(0)} ms`);
+
+      const body = await (await fetch(`${gateway.url}/v1/models`, {
+        headers: { authorization: `Bearer ${secret}` },
+      })).json();
+      assert.equal(body.error.code, "revoked_api_key");
+    } finally {
+      await gateway.stop();
+      await stack.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "a gateway process on Postgres meters a completion that the control plane then reports",
+  ignore: !POSTGRES_URL,
+  async fn() {
+    const stack = await startStack();
+    const gateway = await startPlaneProcess("gateway/main.ts", {
+      DATABASE_URL: stack.database.url!,
+      TOLLGATE_SECRET: TEST_SECRET,
+      TOLLGATE_GATEWAY_PORT: "0",
+      TOLLGATE_USAGE_FLUSH_MS: "20",
+    });
+    try {
+      const { secret } = await stack.createKey();
+      const call = () =>
+        fetch(`${gateway.url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" },
+          body: JSON.stringify({
+            model: "tollgate-mock",
+            messages: [{ role: "user", content: "hi" }],
+          }),
+        });
+      let requestId = "";
+      await waitFor(async () => {
+        const response = await call();
+        await response.body?.cancel();
+        requestId = response.headers.get("x-request-id") ?? "";
+        return response.status === 200;
+      }, 10_000);
+      const usage = await waitFor(async () => {
+        const result = await stack.graphql<{ usage: { requestId: string }[] }>(
+          `{ usage { requestId } }`,
+        );
+        return result.data?.usage.some((row) => row.requestId === requestId) ?? false;
+      }, 5_000);
+      assert.ok(usage < 5_000);
+    } finally {
+      await gateway.stop();
+      await stack.close();
+    }
+  },
+});
