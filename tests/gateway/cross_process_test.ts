@@ -1,20 +1,34 @@
 import assert from "node:assert/strict";
 import { POSTGRES_URL } from "../helpers/database.ts";
-import { startPlaneProcess } from "../helpers/process.ts";
-import { startStack, TEST_SECRET, waitFor } from "../helpers/stack.ts";
+import { type PlaneProcess, startPlaneProcess } from "../helpers/process.ts";
+import { type Stack, startStack, TEST_SECRET, waitFor } from "../helpers/stack.ts";
+
+/** A stack on its own Postgres database, plus a gateway in another process on it. */
+async function withGatewayProcess(
+  env: Record<string, string>,
+  test: (stack: Stack, gateway: PlaneProcess) => Promise<void>,
+): Promise<void> {
+  const stack = await startStack();
+  const gateway = await startPlaneProcess("gateway/main.ts", {
+    DATABASE_URL: stack.database.url!,
+    TOLLGATE_SECRET: TEST_SECRET,
+    TOLLGATE_GATEWAY_PORT: "0",
+    TOLLGATE_HOST: "127.0.0.1",
+    ...env,
+  });
+  try {
+    await test(stack, gateway);
+  } finally {
+    await gateway.stop();
+    await stack.close();
+  }
+}
 
 Deno.test({
   name: "a key revoked through GraphQL is refused by a gateway in another process within a second",
   ignore: !POSTGRES_URL, // the embedded PGlite is single-process
   async fn() {
-    const stack = await startStack();
-    const gateway = await startPlaneProcess("gateway/main.ts", {
-      DATABASE_URL: stack.database.url!,
-      TOLLGATE_SECRET: TEST_SECRET,
-      TOLLGATE_GATEWAY_PORT: "0",
-      TOLLGATE_HOST: "127.0.0.1",
-    });
-    try {
+    await withGatewayProcess({}, async (stack, gateway) => {
       const { secret, keyId } = await stack.createKey();
       const status = async () => {
         const response = await fetch(`${gateway.url}/v1/models`, {
@@ -37,10 +51,7 @@ Deno.test({
         headers: { authorization: `Bearer ${secret}` },
       })).json();
       assert.equal(body.error.code, "revoked_api_key");
-    } finally {
-      await gateway.stop();
-      await stack.close();
-    }
+    });
   },
 });
 
@@ -48,14 +59,7 @@ Deno.test({
   name: "a gateway process on Postgres meters a completion that the control plane then reports",
   ignore: !POSTGRES_URL,
   async fn() {
-    const stack = await startStack();
-    const gateway = await startPlaneProcess("gateway/main.ts", {
-      DATABASE_URL: stack.database.url!,
-      TOLLGATE_SECRET: TEST_SECRET,
-      TOLLGATE_GATEWAY_PORT: "0",
-      TOLLGATE_USAGE_FLUSH_MS: "20",
-    });
-    try {
+    await withGatewayProcess({ TOLLGATE_USAGE_FLUSH_MS: "20" }, async (stack, gateway) => {
       const { secret } = await stack.createKey();
       const call = () =>
         fetch(`${gateway.url}/v1/chat/completions`, {
@@ -80,9 +84,6 @@ Deno.test({
         return result.data?.usage.some((row) => row.requestId === requestId) ?? false;
       }, 5_000);
       assert.ok(usage < 5_000);
-    } finally {
-      await gateway.stop();
-      await stack.close();
-    }
+    });
   },
 });
