@@ -3,6 +3,7 @@
  * route shares: the request id, authentication, and rendering errors in the
  * caller's dialect.
  */
+import { AGENT_HEADER, parseAgentIdentity } from "./agents/identity.ts";
 import { authenticate } from "./auth/authenticate.ts";
 import { asGatewayError, GatewayError, renderError } from "./errors.ts";
 import type { UsageSink } from "./metering/usage_queue.ts";
@@ -82,6 +83,7 @@ export function createApp(deps: AppDeps): (request: Request) => Promise<Response
         hashingKey: deps.hashingKey,
         now: clock.now(),
       });
+      ctx.agent = parseAgentIdentity(request.headers.get(AGENT_HEADER));
       return await route.handler(request, ctx, routeDeps);
     } catch (error) {
       const gatewayError = asGatewayError(error);

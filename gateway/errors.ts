@@ -7,6 +7,7 @@
 export type ErrorCode =
   | "invalid_request_error"
   | "invalid_json"
+  | "invalid_agent_identity"
   | "request_too_large"
   | "missing_api_key"
   | "invalid_api_key"

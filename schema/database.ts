@@ -140,6 +140,16 @@ export interface UsageEventsTable {
   created_at: Timestamp;
 }
 
+export interface AgentsTable {
+  id: Generated<string>;
+  account_id: string;
+  name: string;
+  purpose: string | null;
+  owner: string | null;
+  first_seen_at: Timestamp;
+  last_seen_at: Timestamp;
+}
+
 export interface AuditLogTable {
   id: Generated<bigint>;
   actor: string;
@@ -176,6 +186,7 @@ export interface Database {
   usage_events: UsageEventsTable;
   audit_log: AuditLogTable;
   admin_tokens: AdminTokensTable;
+  agents: AgentsTable;
 }
 
 export type Account = Selectable<AccountsTable>;

@@ -2,7 +2,8 @@
  * The usage queue: answered requests are pushed here and written to
  * usage_events in batches, off the response path. A failed write keeps the
  * batch and retries with backoff; inserts are idempotent on the request id.
- * The same flush bumps api_keys.last_used_at (which does not notify).
+ * The same flush bumps api_keys.last_used_at (which does not notify) and
+ * records each agent the first time its account's requests name it.
  */
 import { type Kysely, sql } from "kysely";
 import type { Database, NewUsageEvent } from "../../schema/database.ts";
@@ -103,10 +104,38 @@ export function createUsageQueue(db: Kysely<Database>, options: UsageQueueOption
 
 async function writeBatch(db: Kysely<Database>, batch: NewUsageEvent[]): Promise<void> {
   const lastUsed = new Map<string, string>();
+  const agents = new Map<
+    string,
+    {
+      account_id: string;
+      name: string;
+      purpose: string | null;
+      owner: string | null;
+      first: string;
+      last: string;
+    }
+  >();
   for (const event of batch) {
     const at = new Date(event.created_at).toISOString();
     const seen = lastUsed.get(event.api_key_id);
     if (!seen || seen < at) lastUsed.set(event.api_key_id, at);
+    if (event.agent_name) {
+      const id = `${event.account_id}\u0000${event.agent_name}`;
+      const agent = agents.get(id);
+      if (!agent) {
+        agents.set(id, {
+          account_id: event.account_id,
+          name: event.agent_name,
+          purpose: event.agent_purpose ?? null,
+          owner: event.agent_owner ?? null,
+          first: at,
+          last: at,
+        });
+      } else {
+        if (at < agent.first) agent.first = at;
+        if (at > agent.last) agent.last = at;
+      }
+    }
   }
   await db.transaction().execute(async (trx) => {
     await trx.insertInto("usage_events").values(batch)
@@ -117,5 +146,21 @@ async function writeBatch(db: Kysely<Database>, batch: NewUsageEvent[]): Promise
       from jsonb_to_recordset(${rows}::text::jsonb) as x(id uuid, at timestamptz)
       where api_keys.id = x.id and (api_keys.last_used_at is null or api_keys.last_used_at < x.at)
     `.execute(trx);
+    if (agents.size > 0) {
+      await trx.insertInto("agents").values([...agents.values()].map((a) => ({
+        account_id: a.account_id,
+        name: a.name,
+        purpose: a.purpose,
+        owner: a.owner,
+        first_seen_at: a.first,
+        last_seen_at: a.last,
+      }))).onConflict((oc) =>
+        oc.columns(["account_id", "name"]).doUpdateSet({
+          last_seen_at: sql`greatest(agents.last_seen_at, excluded.last_seen_at)`,
+          purpose: sql`coalesce(excluded.purpose, agents.purpose)`,
+          owner: sql`coalesce(excluded.owner, agents.owner)`,
+        })
+      ).execute();
+    }
   });
 }

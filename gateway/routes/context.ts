@@ -1,4 +1,5 @@
 /** What every route handler gets: the request's identity and the app's dependencies. */
+import type { AgentIdentity } from "../agents/identity.ts";
 import type { KeyPolicy, Policy } from "../policy/snapshot.ts";
 import type { UsageSink } from "../metering/usage_queue.ts";
 import type { Provider } from "../providers/mod.ts";
@@ -25,4 +26,6 @@ export interface RequestContext {
   now: () => number;
   /** The authenticated key, once authentication has passed. */
   key?: KeyPolicy;
+  /** The agent named by X-Agent-Identity, if any. */
+  agent?: AgentIdentity | null;
 }
