@@ -4,14 +4,17 @@
  * reads the environment.
  */
 import { z } from "zod";
-import { parseEnv, type SharedConfig, sharedConfig, sharedEnvShape } from "../schema/config.ts";
-
-const PORT_MESSAGE = "must be a port number from 0 to 65535 (0 picks a free port)";
+import {
+  parseEnv,
+  portSetting,
+  type SharedConfig,
+  sharedConfig,
+  sharedEnvShape,
+} from "../schema/config.ts";
 
 const controlEnvSchema = z.object({
   ...sharedEnvShape,
-  TOLLGATE_CONTROL_PORT: z.coerce.number(PORT_MESSAGE).int(PORT_MESSAGE).min(0, PORT_MESSAGE)
-    .max(65535, PORT_MESSAGE).default(8081),
+  TOLLGATE_CONTROL_PORT: portSetting(8081),
   TOLLGATE_HOST: z.string().min(1).default("127.0.0.1"),
   TOLLGATE_ADMIN_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
 });

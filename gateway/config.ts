@@ -3,17 +3,22 @@
  * problem reported at once, then frozen. Nothing else in gateway/ reads env.
  */
 import { z } from "zod";
-import { parseEnv, type SharedConfig, sharedConfig, sharedEnvShape } from "../schema/config.ts";
+import {
+  parseEnv,
+  portSetting,
+  type SharedConfig,
+  sharedConfig,
+  sharedEnvShape,
+} from "../schema/config.ts";
 
 const seconds = (fallback: number) => z.coerce.number().positive().default(fallback);
-const port = (fallback: number) => z.coerce.number().int().min(0).max(65535).default(fallback);
 const flag = (fallback: boolean) =>
   z.enum(["1", "0", "true", "false", "yes", "no"]).default(fallback ? "true" : "false")
     .transform((v) => v === "1" || v === "true" || v === "yes");
 
 const gatewayEnv = z.object({
   ...sharedEnvShape,
-  TOLLGATE_GATEWAY_PORT: port(8080),
+  TOLLGATE_GATEWAY_PORT: portSetting(8080),
   TOLLGATE_HOST: z.string().min(1).default("127.0.0.1"),
   TOLLGATE_MAX_BODY_BYTES: z.coerce.number().int().positive().default(10 * 1024 * 1024),
   TOLLGATE_UPSTREAM_TIMEOUT_S: seconds(30),
