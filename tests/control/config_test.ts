@@ -1,22 +1,9 @@
 import assert from "node:assert/strict";
 import { loadConfig } from "../../control/config.ts";
 import { ConfigError } from "../../schema/config.ts";
+import { configErrorFor as configErrorWith, namedVariables } from "../helpers/config_errors.ts";
 
-/** The ConfigError that loading `env` throws. */
-function configErrorFor(env: Record<string, string>): ConfigError {
-  try {
-    loadConfig(env);
-  } catch (error) {
-    if (error instanceof ConfigError) return error;
-    throw error;
-  }
-  assert.fail(`loadConfig accepted ${JSON.stringify(env)}`);
-}
-
-/** The variables a ConfigError's problems name (each problem starts with one). */
-function namedVariables(error: ConfigError): string[] {
-  return [...new Set(error.problems.map((problem) => problem.split(":")[0]!))].sort();
-}
+const configErrorFor = (env: Record<string, string>) => configErrorWith(loadConfig, env);
 
 Deno.test("the control plane listens on 127.0.0.1:8081 with an embedded database by default", () => {
   const config = loadConfig({});
