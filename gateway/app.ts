@@ -12,6 +12,7 @@ import { createProviderRegistry } from "./providers/mod.ts";
 import { chatCompletions } from "./routes/chat_completions.ts";
 import type { RequestContext, RouteDeps } from "./routes/context.ts";
 import { listModels } from "./routes/models.ts";
+import { type BackoffConfig, createCooldowns } from "./routing/fallback.ts";
 
 export interface AppDeps {
   policy: Policy;
@@ -21,12 +22,23 @@ export interface AppDeps {
     maxBodyBytes: number;
     upstreamTimeoutMs: number;
     streamTimeoutMs: number;
+    /** Waits between fallback attempts; defaults to DEFAULT_BACKOFF. */
+    backoff?: BackoffConfig;
   };
   fetch?: typeof fetch;
   /** Wall clock (ms since epoch) and monotonic clock (ms); fakes in tests. */
   clock?: { now(): number; monotonic(): number };
   log?: (message: string, error?: unknown) => void;
+  /** Fakes for the fallback waits in tests. */
+  sleep?: (ms: number) => Promise<void>;
+  random?: () => number;
 }
+
+export const DEFAULT_BACKOFF: BackoffConfig = {
+  baseMs: 100,
+  maxMs: 2_000,
+  maxRetryAfterMs: 10_000,
+};
 
 type Handler = (
   request: Request,
@@ -46,7 +58,14 @@ export function createApp(deps: AppDeps): (request: Request) => Promise<Response
     usage: deps.usage,
     providerFor: createProviderRegistry({ fetch: deps.fetch ?? fetch }),
     hashingKey: deps.hashingKey,
-    ...deps.config,
+    maxBodyBytes: deps.config.maxBodyBytes,
+    upstreamTimeoutMs: deps.config.upstreamTimeoutMs,
+    streamTimeoutMs: deps.config.streamTimeoutMs,
+    backoff: deps.config.backoff ?? DEFAULT_BACKOFF,
+    cooldowns: createCooldowns(),
+    now: clock.monotonic,
+    sleep: deps.sleep,
+    random: deps.random,
     log: deps.log ?? ((message, error) => console.error(message, error ?? "")),
   };
 

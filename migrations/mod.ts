@@ -7,10 +7,12 @@ import type { Kysely } from "kysely";
 import { type Migration, type MigrationResultSet, Migrator } from "kysely/migration";
 import * as init from "./2026_11_22_0001_init.ts";
 import * as agents from "./2026_11_22_0002_agents.ts";
+import * as routing from "./2026_11_22_0003_routing.ts";
 
 export const migrations: Record<string, Migration> = {
   "2026_11_22_0001_init": init,
   "2026_11_22_0002_agents": agents,
+  "2026_11_22_0003_routing": routing,
 };
 
 // deno-lint-ignore no-explicit-any

@@ -24,6 +24,8 @@ export type ApiKeyStatus = "active" | "revoked";
 export type ProviderKind = "openai_compat" | "anthropic" | "mock";
 export type ModelStatus = "active" | "disabled";
 export type MemberRole = "owner" | "admin" | "member" | "viewer";
+export type RouteStrategy = "fallback" | "cheapest";
+export type RouteStatus = "active" | "disabled";
 
 export interface AccountsTable {
   id: Generated<string>;
@@ -65,6 +67,8 @@ export interface ApiKeysTable {
   created_at: CreatedAt;
   last_used_at: Timestamp | null;
   revoked_at: Timestamp | null;
+  /** null: every model; otherwise the model and alias names this key may call. */
+  allowed_models: ColumnType<string[] | null, string[] | null | undefined, string[] | null>;
 }
 
 export interface ProvidersTable {
@@ -75,6 +79,21 @@ export interface ProvidersTable {
   /** Sealed provider credential (see crypto.ts); never returned by any API. */
   credential_ciphertext: string | null;
   credential_last4: string | null;
+  /** For openai_compat: the vendor preset (base URL, auth, quirks), or null for plain OpenAI-compatible. */
+  preset: ColumnType<string | null, string | null | undefined, string | null>;
+  created_at: CreatedAt;
+  updated_at: CreatedAt;
+}
+
+/** A model alias: one public name, an ordered list of target model names. */
+export interface RoutesTable {
+  id: Generated<string>;
+  name: string;
+  strategy: ColumnType<RouteStrategy, RouteStrategy | undefined, RouteStrategy>;
+  targets: ColumnType<string[], string[], string[]>;
+  /** Per-attempt upstream timeout; null uses the gateway's defaults. */
+  timeout_ms: number | null;
+  status: ColumnType<RouteStatus, RouteStatus | undefined, RouteStatus>;
   created_at: CreatedAt;
   updated_at: CreatedAt;
 }
@@ -182,6 +201,7 @@ export interface Database {
   api_keys: ApiKeysTable;
   providers: ProvidersTable;
   models: ModelsTable;
+  routes: RoutesTable;
   ledger_entries: LedgerEntriesTable;
   usage_events: UsageEventsTable;
   audit_log: AuditLogTable;
@@ -194,6 +214,7 @@ export type ApiKey = Selectable<ApiKeysTable>;
 export type NewApiKey = Insertable<ApiKeysTable>;
 export type Provider = Selectable<ProvidersTable>;
 export type Model = Selectable<ModelsTable>;
+export type Route = Selectable<RoutesTable>;
 export type ModelUpdate = Updateable<ModelsTable>;
 export type UsageEvent = Selectable<UsageEventsTable>;
 export type NewUsageEvent = Insertable<UsageEventsTable>;
@@ -204,7 +225,7 @@ export const POLICY_CHANNEL = "tollgate_policy";
 
 /** The payload of a policy notification. */
 export interface PolicyChange {
-  table: "accounts" | "api_keys" | "providers" | "models";
+  table: "accounts" | "api_keys" | "providers" | "models" | "routes";
   op: "INSERT" | "UPDATE" | "DELETE";
   id: string;
 }

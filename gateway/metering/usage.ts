@@ -2,29 +2,54 @@
 import type { TokenUsage } from "../../schema/money.ts";
 import { countTokens } from "./tokens.ts";
 
-/** Usage from an OpenAI `usage` object, or null when absent or malformed. */
+/**
+ * Usage from an OpenAI `usage` object, or null when absent or malformed. It
+ * reads both shapes: chat, completions and embeddings (`prompt_tokens`,
+ * `completion_tokens`, absent for embeddings) and the Responses and Images
+ * APIs (`input_tokens`, `output_tokens`).
+ */
 export function parseUsage(value: unknown): TokenUsage | null {
   if (!value || typeof value !== "object") return null;
   const u = value as Record<string, unknown>;
-  const prompt = u.prompt_tokens;
-  const completion = u.completion_tokens;
-  if (typeof prompt !== "number" || typeof completion !== "number") return null;
-  const details = u.prompt_tokens_details as Record<string, unknown> | null | undefined;
-  const cached = typeof details?.cached_tokens === "number" ? details.cached_tokens : 0;
+  const prompt = u.prompt_tokens ?? u.input_tokens;
+  const completion = u.completion_tokens ?? u.output_tokens ?? 0;
+  if (!isCount(prompt) || !isCount(completion)) return null;
+  const details = (u.prompt_tokens_details ?? u.input_tokens_details) as
+    | Record<string, unknown>
+    | null
+    | undefined;
+  const cached = isCount(details?.cached_tokens) ? details.cached_tokens : 0;
   return { promptTokens: prompt, completionTokens: completion, cachedTokens: cached };
 }
 
-/** The generated text of streamed chat chunks (content and tool-call arguments). */
+function isCount(value: unknown): value is number {
+  return typeof value === "number" && Number.isInteger(value) && value >= 0;
+}
+
+/**
+ * The generated text of streamed events: chat deltas (content, refusals and
+ * tool-call arguments), legacy completion text, and Responses API deltas.
+ */
 export function streamedText(events: readonly string[]): string {
   let text = "";
   for (const data of events) {
-    let chunk: { choices?: { delta?: Record<string, unknown> }[] };
+    let chunk: {
+      type?: string;
+      delta?: unknown;
+      choices?: { delta?: Record<string, unknown>; text?: unknown }[];
+    };
     try {
       chunk = JSON.parse(data);
     } catch {
       continue;
     }
+    if (typeof chunk.type === "string") {
+      // Responses API: output text, refusal and function-call argument deltas.
+      if (chunk.type.endsWith(".delta") && typeof chunk.delta === "string") text += chunk.delta;
+      continue;
+    }
     for (const choice of chunk.choices ?? []) {
+      if (typeof choice.text === "string") text += choice.text;
       const delta = choice.delta ?? {};
       if (typeof delta.content === "string") text += delta.content;
       if (typeof delta.refusal === "string") text += delta.refusal;
@@ -43,4 +68,22 @@ export function streamedText(events: readonly string[]): string {
 /** Estimated completion tokens of a stream that ended without usage. */
 export function estimateStreamedTokens(events: readonly string[]): number {
   return countTokens(streamedText(events));
+}
+
+/** The generated text of a non-streaming reply, for estimating missing usage. */
+export function replyText(json: Record<string, unknown>): string {
+  let text = "";
+  const choices = Array.isArray(json.choices) ? json.choices : [];
+  for (const choice of choices as { message?: Record<string, unknown>; text?: unknown }[]) {
+    if (typeof choice.text === "string") text += choice.text;
+    const message = choice.message ?? {};
+    if (typeof message.content === "string") text += message.content;
+    if (Array.isArray(message.tool_calls)) text += JSON.stringify(message.tool_calls);
+  }
+  const output = Array.isArray(json.output) ? json.output : [];
+  for (const item of output as { content?: { text?: unknown }[]; arguments?: unknown }[]) {
+    if (typeof item.arguments === "string") text += item.arguments;
+    for (const part of item.content ?? []) if (typeof part.text === "string") text += part.text;
+  }
+  return text;
 }

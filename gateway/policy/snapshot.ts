@@ -12,6 +12,7 @@ import {
   type PolicyChange,
   type Prices,
   type ProviderKind,
+  type RouteStrategy,
   type ServerKeys,
 } from "../../schema/mod.ts";
 import type { Db } from "../../schema/db.ts";
@@ -23,6 +24,8 @@ export interface KeyPolicy {
   scopes: readonly string[];
   revoked: boolean;
   expiresAt: number | null;
+  /** null: every model; otherwise the model and alias names this key may call. */
+  allowedModels: ReadonlySet<string> | null;
 }
 
 export interface AccountPolicy {
@@ -36,6 +39,8 @@ export interface ProviderPolicy {
   kind: ProviderKind;
   baseUrl: string | null;
   credential: string | null;
+  /** The openai_compat vendor preset, or null. */
+  preset: string | null;
 }
 
 export interface ModelPolicy {
@@ -48,10 +53,23 @@ export interface ModelPolicy {
   createdAt: number;
 }
 
+export interface RoutePolicy {
+  id: string;
+  name: string;
+  strategy: RouteStrategy;
+  /** Target model names, in order. */
+  targets: readonly string[];
+  timeoutMs: number | null;
+  createdAt: number;
+}
+
 export interface Policy {
   key(hash: string): KeyPolicy | undefined;
   account(id: string): AccountPolicy | undefined;
   model(name: string): ModelPolicy | undefined;
+  /** An active alias by name. */
+  route(name: string): RoutePolicy | undefined;
+  routes(): Iterable<RoutePolicy>;
   provider(id: string): ProviderPolicy | undefined;
   models(): Iterable<ModelPolicy>;
   /** Reloads everything from the database. */
@@ -75,6 +93,8 @@ interface Maps {
   providers: Map<string, ProviderPolicy>;
   modelsByName: Map<string, ModelPolicy>;
   modelNameById: Map<string, string>;
+  routesByName: Map<string, RoutePolicy>;
+  routeNameById: Map<string, string>;
 }
 
 function emptyMaps(): Maps {
@@ -85,6 +105,8 @@ function emptyMaps(): Maps {
     providers: new Map(),
     modelsByName: new Map(),
     modelNameById: new Map(),
+    routesByName: new Map(),
+    routeNameById: new Map(),
   };
 }
 
@@ -130,6 +152,8 @@ export async function createPolicy(deps: PolicyDeps): Promise<Policy> {
     model: (name) => maps.modelsByName.get(name),
     provider: (id) => maps.providers.get(id),
     models: () => maps.modelsByName.values(),
+    route: (name) => maps.routesByName.get(name),
+    routes: () => maps.routesByName.values(),
     resync,
     async close() {
       clearInterval(timer);
@@ -153,17 +177,19 @@ async function loadAll(
   keys: ServerKeys,
   log: NonNullable<PolicyDeps["log"]>,
 ): Promise<Maps> {
-  const [keyRows, accountRows, providerRows, modelRows] = await Promise.all([
+  const [keyRows, accountRows, providerRows, modelRows, routeRows] = await Promise.all([
     db.selectFrom("api_keys").selectAll().execute(),
     db.selectFrom("accounts").select(["id", "status"]).execute(),
     db.selectFrom("providers").selectAll().execute(),
     db.selectFrom("models").selectAll().execute(),
+    db.selectFrom("routes").selectAll().execute(),
   ]);
   const maps = emptyMaps();
   for (const row of keyRows) putKey(maps, row);
   for (const row of accountRows) maps.accounts.set(row.id, toAccount(row));
   for (const row of providerRows) maps.providers.set(row.id, toProvider(row, keys, log));
   for (const row of modelRows) putModel(maps, row);
+  for (const row of routeRows) putRoute(maps, row);
   return maps;
 }
 
@@ -207,6 +233,15 @@ async function applyChange(
       if (row) putModel(maps, row);
       return;
     }
+    case "routes": {
+      const row = await db.selectFrom("routes").selectAll().where("id", "=", change.id)
+        .executeTakeFirst();
+      const oldName = maps.routeNameById.get(change.id);
+      if (oldName) maps.routesByName.delete(oldName);
+      maps.routeNameById.delete(change.id);
+      if (row) putRoute(maps, row);
+      return;
+    }
   }
 }
 
@@ -220,6 +255,7 @@ function putKey(maps: Maps, row: Row<"api_keys">): void {
     scopes: row.scopes,
     revoked: row.status !== "active",
     expiresAt: row.expires_at ? row.expires_at.getTime() : null,
+    allowedModels: row.allowed_models ? new Set(row.allowed_models) : null,
   });
   maps.keyHashById.set(row.id, row.key_hash);
 }
@@ -247,7 +283,14 @@ function toProvider(
       log(`Cannot open the credential of provider "${row.name}"`, error);
     }
   }
-  return { id: row.id, name: row.name, kind: row.kind, baseUrl: row.base_url, credential };
+  return {
+    id: row.id,
+    name: row.name,
+    kind: row.kind,
+    baseUrl: row.base_url,
+    credential,
+    preset: row.preset,
+  };
 }
 
 function putModel(maps: Maps, row: Row<"models">): void {
@@ -266,4 +309,17 @@ function putModel(maps: Maps, row: Row<"models">): void {
     createdAt: row.created_at.getTime(),
   });
   maps.modelNameById.set(row.id, row.name);
+}
+
+function putRoute(maps: Maps, row: Row<"routes">): void {
+  if (row.status !== "active") return;
+  maps.routesByName.set(row.name, {
+    id: row.id,
+    name: row.name,
+    strategy: row.strategy,
+    targets: row.targets,
+    timeoutMs: row.timeout_ms,
+    createdAt: row.created_at.getTime(),
+  });
+  maps.routeNameById.set(row.id, row.name);
 }

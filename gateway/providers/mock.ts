@@ -11,14 +11,15 @@ import {
   loadTokenizer,
 } from "../metering/tokens.ts";
 import { SSE_DONE, sseData } from "../streaming/sse.ts";
-import type { ChatCall, ChatReply, Provider } from "./provider.ts";
+import type { Provider, UpstreamCall, UpstreamReply } from "./provider.ts";
 
 const MAX_ECHO_CHARS = 200;
 
 export function createMockProvider(): Provider {
   return {
     kind: "mock",
-    async chat(call: ChatCall): Promise<ChatReply> {
+    supports: (op) => op === "chat",
+    async send(call: UpstreamCall): Promise<UpstreamReply> {
       await loadTokenizer();
       const body = call.body;
       const messages = Array.isArray(body.messages) ? body.messages : [];

@@ -5,7 +5,7 @@ import { createOpenAICompatProvider } from "./openai_compat.ts";
 import type { Provider, ProviderDeps } from "./provider.ts";
 import { GatewayError } from "../errors.ts";
 
-export type { ChatCall, ChatReply, Provider } from "./provider.ts";
+export type { Operation, Provider, UpstreamCall, UpstreamReply } from "./provider.ts";
 
 export function createProviderRegistry(deps: ProviderDeps): (config: ProviderPolicy) => Provider {
   // Keyed by the snapshot object: a changed provider row is a new object, so

@@ -1,22 +1,30 @@
 /** Adapter for OpenAI-compatible upstreams: the body goes through unchanged. */
 import type { ProviderPolicy } from "../policy/snapshot.ts";
-import type { ChatCall, ChatReply, Provider, ProviderDeps } from "./provider.ts";
+import {
+  OPERATION_PATHS,
+  type Provider,
+  type ProviderDeps,
+  type UpstreamCall,
+  type UpstreamReply,
+} from "./provider.ts";
 import { upstreamHttpError, upstreamNetworkError } from "./upstream_error.ts";
 import { GatewayError } from "../errors.ts";
 
 export function createOpenAICompatProvider(config: ProviderPolicy, deps: ProviderDeps): Provider {
-  const url = `${(config.baseUrl ?? "").replace(/\/+$/, "")}/chat/completions`;
+  const base = (config.baseUrl ?? "").replace(/\/+$/, "");
   const headers: Record<string, string> = { "content-type": "application/json" };
   if (config.credential) headers.authorization = `Bearer ${config.credential}`;
+  const streamHeaders = { ...headers, accept: "text/event-stream" };
 
   return {
     kind: "openai_compat",
-    async chat(call: ChatCall): Promise<ChatReply> {
+    supports: () => true,
+    async send(call: UpstreamCall): Promise<UpstreamReply> {
       let response: Response;
       try {
-        response = await deps.fetch(url, {
+        response = await deps.fetch(base + OPERATION_PATHS[call.op], {
           method: "POST",
-          headers: call.stream ? { ...headers, accept: "text/event-stream" } : headers,
+          headers: call.stream ? streamHeaders : headers,
           body: JSON.stringify(call.body),
           signal: call.signal,
         });

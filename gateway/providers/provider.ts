@@ -1,26 +1,42 @@
 /**
  * The one contract every provider adapter implements. Adapters speak the
- * OpenAI chat-completions dialect to the gateway: a non-streaming reply is
- * OpenAI-shaped JSON text, a streaming reply is an OpenAI-shaped SSE body.
- * Upstream failures are thrown as GatewayErrors with a status the caller can
- * act on (retryable or not).
+ * OpenAI dialect to the gateway, whatever they speak upstream: a
+ * non-streaming reply is OpenAI-shaped JSON for the operation, a streaming
+ * reply is the OpenAI-shaped SSE body for it (chat and completion chunks
+ * ending in `data: [DONE]`; Responses API events). Upstream failures are
+ * thrown as GatewayErrors with a status the caller can act on (retryable or
+ * not). An adapter never retries: fallback is the router's job.
  */
 import type { ProviderKind } from "../../schema/database.ts";
 
-export interface ChatCall {
+/** An OpenAI endpoint, by the path under /v1 it is served on. */
+export type Operation = "chat" | "completions" | "embeddings" | "images" | "responses";
+
+export const OPERATION_PATHS: Readonly<Record<Operation, string>> = {
+  chat: "/chat/completions",
+  completions: "/completions",
+  embeddings: "/embeddings",
+  images: "/images/generations",
+  responses: "/responses",
+};
+
+export interface UpstreamCall {
+  op: Operation;
   /** The caller's body with `model` set to the upstream name. */
   body: Record<string, unknown>;
   stream: boolean;
   signal: AbortSignal;
 }
 
-export type ChatReply =
+export type UpstreamReply =
   | { stream: false; text: string; json: Record<string, unknown> }
   | { stream: true; body: ReadableStream<Uint8Array> };
 
 export interface Provider {
   readonly kind: ProviderKind;
-  chat(call: ChatCall): Promise<ChatReply>;
+  /** Whether this adapter (and its upstream) serves `op`. */
+  supports(op: Operation): boolean;
+  send(call: UpstreamCall): Promise<UpstreamReply>;
 }
 
 export interface ProviderDeps {

@@ -31,6 +31,8 @@ export async function upstreamHttpError(
       "upstream_error",
       502,
       `Provider "${provider}" refused the gateway's credential (HTTP ${status}); the operator must fix it.`,
+      // Not a reason to retry or fall back: another attempt gets the same answer.
+      { retryable: false },
     );
   }
   return new GatewayError(

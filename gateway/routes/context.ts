@@ -2,13 +2,11 @@
 import type { AgentIdentity } from "../agents/identity.ts";
 import type { KeyPolicy, Policy } from "../policy/snapshot.ts";
 import type { UsageSink } from "../metering/usage_queue.ts";
-import type { Provider } from "../providers/mod.ts";
-import type { ProviderPolicy } from "../policy/snapshot.ts";
+import type { FallbackDeps } from "../routing/fallback.ts";
 
-export interface RouteDeps {
+export interface RouteDeps extends FallbackDeps {
   policy: Policy;
   usage: UsageSink;
-  providerFor: (config: ProviderPolicy) => Provider;
   hashingKey: Uint8Array;
   maxBodyBytes: number;
   upstreamTimeoutMs: number;

@@ -28,31 +28,34 @@ export interface StreamEnd {
   reason: "done" | "upstream_cut" | "client_cancelled" | "upstream_error";
   /** The data of each event before usage arrived, for estimating usage. */
   events: readonly string[];
-  /** Milliseconds from the stream's start to its first upstream byte. */
-  firstByteAt: number | null;
+  /** Monotonic time of the first upstream byte. */
+  firstByteAt: number;
 }
 
 export interface MeterOptions {
   /** Remove the usage-only chunk (the client did not set include_usage). */
   stripUsage: boolean;
   onEnd(end: StreamEnd): void;
-  now?: () => number;
   /** Builds the in-band error event sent when the upstream fails mid-stream. */
   errorEvent?: (error: unknown) => string;
 }
 
-export function meterSse(
-  upstream: ReadableStream<Uint8Array>,
-  options: MeterOptions,
-): ReadableStream<Uint8Array> {
-  const reader = upstream.getReader();
+/** An upstream SSE body whose first bytes were already read (see routing/fallback.ts). */
+export interface SseSource {
+  reader: ReadableStreamDefaultReader<Uint8Array>;
+  first: Uint8Array;
+  firstAt: number;
+}
+
+export function meterSse(source: SseSource, options: MeterOptions): ReadableStream<Uint8Array> {
+  const { reader } = source;
   const decoder = new TextDecoder();
-  const now = options.now ?? performance.now.bind(performance);
   const events: string[] = [];
   const out: string[] = [];
   let usage: TokenUsage | null = null;
   let sawDone = false;
-  let firstByteAt: number | null = null;
+  const firstByteAt = source.firstAt;
+  let pending: Uint8Array | null = source.first;
   let ended = false;
 
   const end = (reason: StreamEnd["reason"]) => {
@@ -76,7 +79,9 @@ export function meterSse(
       } else if (usage === null) {
         events.push(data);
       }
-      if (options.stripUsage) out.push(`data: ${data}\n\n`);
+      if (options.stripUsage) {
+        out.push(event.event ? `event: ${event.event}\ndata: ${data}\n\n` : `data: ${data}\n\n`);
+      }
     },
   });
 
@@ -87,14 +92,19 @@ export function meterSse(
     async pull(controller) {
       for (;;) {
         let chunk: ReadableStreamReadResult<Uint8Array>;
-        try {
-          chunk = await reader.read();
-        } catch (error) {
-          const event = options.errorEvent?.(error);
-          if (event) controller.enqueue(sseData(event));
-          controller.close();
-          end("upstream_error");
-          return;
+        if (pending) {
+          chunk = { done: false, value: pending };
+          pending = null;
+        } else {
+          try {
+            chunk = await reader.read();
+          } catch (error) {
+            const event = options.errorEvent?.(error);
+            if (event) controller.enqueue(sseData(event));
+            controller.close();
+            end("upstream_error");
+            return;
+          }
         }
         if (chunk.done) {
           parser.feed(decoder.decode());
@@ -103,7 +113,6 @@ export function meterSse(
           end(sawDone || usage ? "done" : "upstream_cut");
           return;
         }
-        firstByteAt ??= now();
         parser.feed(decoder.decode(chunk.value, { stream: true }));
         if (!options.stripUsage) return controller.enqueue(chunk.value);
         if (flush(controller)) return;
@@ -134,10 +143,18 @@ function usageIn(data: string): { usage: TokenUsage; usageOnly: boolean } | null
   while (i < data.length && (data[i] === ":" || data[i] === " ")) i++;
   if (data[i] !== "{") return null;
   try {
-    const chunk = JSON.parse(data) as { usage?: unknown; choices?: unknown[] };
-    const usage = parseUsage(chunk.usage);
+    const chunk = JSON.parse(data) as {
+      usage?: unknown;
+      choices?: unknown[];
+      response?: { usage?: unknown };
+    };
+    // Chat and completion chunks carry `usage`; Responses API events carry it
+    // in `response` (response.completed).
+    const usage = parseUsage(chunk.usage ?? chunk.response?.usage);
     if (!usage) return null;
-    return { usage, usageOnly: !Array.isArray(chunk.choices) || chunk.choices.length === 0 };
+    const usageOnly = chunk.usage !== undefined &&
+      (!Array.isArray(chunk.choices) || chunk.choices.length === 0);
+    return { usage, usageOnly };
   } catch {
     return null;
   }

@@ -1,0 +1,154 @@
+/**
+ * What every proxied endpoint shares once its body is validated: resolve the
+ * model to targets, send with fallback, answer (streaming or not), and meter
+ * exactly one usage event per request, estimated (never zero) when a stream
+ * ends without the upstream's usage.
+ */
+import { GatewayError } from "../errors.ts";
+import { estimateStreamedTokens, parseUsage, replyText } from "../metering/usage.ts";
+import { countTokens, loadTokenizer } from "../metering/tokens.ts";
+import { usageEvent } from "../metering/usage_event.ts";
+import type { Operation } from "../providers/provider.ts";
+import { sendWithFallback } from "../routing/fallback.ts";
+import { resolveTargets, type Target } from "../routing/resolve.ts";
+import { meterSse, type StreamEnd } from "../streaming/sse.ts";
+import type { RequestContext, RouteDeps } from "./context.ts";
+import type { TokenUsage } from "../../schema/money.ts";
+
+export interface ProxySpec {
+  op: Operation;
+  /** The validated body; `model` is replaced per target. */
+  body: Record<string, unknown> & { model: string };
+  stream: boolean;
+  /**
+   * Remove the usage-only chunk from the stream: the caller did not ask for
+   * usage, which the gateway asked the upstream for anyway.
+   */
+  stripUsage?: boolean;
+  /** Tokens of the prompt, for estimating usage the upstream did not report. */
+  promptTokens: () => number;
+  /** The upstream body for a target; by default the body with `model` replaced. */
+  bodyFor?: (target: Target) => Record<string, unknown>;
+}
+
+export async function proxy(
+  ctx: RequestContext,
+  deps: RouteDeps,
+  spec: ProxySpec,
+): Promise<Response> {
+  const resolved = resolveTargets(spec.body.model, ctx.key!, deps.policy);
+  const targets = resolved.targets.filter((t) => deps.providerFor(t.provider).supports(spec.op));
+  if (targets.length === 0) {
+    throw new GatewayError(
+      "unsupported_operation",
+      400,
+      `The model '${spec.body.model}' cannot serve ${ctx.endpoint}.`,
+      { param: "model", retryable: false },
+    );
+  }
+  const timeoutMs = resolved.route?.timeoutMs ??
+    (spec.stream ? deps.streamTimeoutMs : deps.upstreamTimeoutMs);
+  const meter = (outcome: Omit<Parameters<typeof usageEvent>[1], "model" | "stream">) =>
+    deps.usage.push(usageEvent(ctx, { model: spec.body.model, stream: spec.stream, ...outcome }));
+
+  let served;
+  try {
+    served = await sendWithFallback(targets, {
+      op: spec.op,
+      body: spec.body,
+      stream: spec.stream,
+      timeoutMs,
+      bodyFor: spec.bodyFor ?? ((t) => ({ ...spec.body, model: t.model.upstreamName })),
+    }, deps);
+  } catch (error) {
+    if (error instanceof GatewayError) meter({ status: error.status, errorCode: error.code });
+    throw error;
+  }
+  const { target, reply } = served;
+  const headers = new Headers({
+    "x-request-id": ctx.requestId,
+    "x-tollgate-provider": target.provider.name,
+    "x-tollgate-upstream-model": target.model.upstreamName,
+    "x-tollgate-attempts": String(served.attempts),
+  });
+  if (resolved.route) headers.set("x-tollgate-route", resolved.route.name);
+
+  if (!reply.stream) {
+    served.abort();
+    let usage = parseUsage(reply.json.usage);
+    let estimated = false;
+    if (!usage) {
+      usage = await estimate(ctx, deps, spec, () => countTokens(replyText(reply.json)));
+      estimated = usage !== null;
+    }
+    meter({ route: target, status: 200, usage, estimated, ttfbMs: ctx.now() - ctx.startedAt });
+    headers.set("content-type", "application/json");
+    return new Response(reply.text, { status: 200, headers });
+  }
+
+  const metered = meterSse(reply, {
+    stripUsage: spec.stripUsage ?? false,
+    errorEvent: (error) =>
+      JSON.stringify({
+        error: {
+          message: `The upstream stream from "${target.provider.name}" failed: ${
+            error instanceof Error ? error.message : String(error)
+          }`,
+          type: "api_error",
+          param: null,
+          code: "upstream_error",
+        },
+      }),
+    onEnd: (end) => {
+      served.abort();
+      void meterStreamEnd(ctx, deps, { spec, target, end });
+    },
+  });
+  headers.set("content-type", "text/event-stream; charset=utf-8");
+  headers.set("cache-control", "no-cache");
+  return new Response(metered, { status: 200, headers });
+}
+
+/** Meters a finished stream; a stream without reported usage is estimated, never zero. */
+async function meterStreamEnd(
+  ctx: RequestContext,
+  deps: RouteDeps,
+  args: { spec: ProxySpec; target: Target; end: StreamEnd },
+): Promise<void> {
+  const { spec, target, end } = args;
+  let usage = end.usage;
+  let estimated = false;
+  if (!usage) {
+    usage = await estimate(ctx, deps, spec, () => estimateStreamedTokens(end.events));
+    estimated = usage !== null;
+  }
+  deps.usage.push(usageEvent(ctx, {
+    model: spec.body.model,
+    route: target,
+    status: 200,
+    errorCode: end.reason === "done" ? undefined : end.reason,
+    stream: true,
+    usage,
+    estimated,
+    ttfbMs: end.firstByteAt - ctx.startedAt,
+  }));
+}
+
+async function estimate(
+  ctx: RequestContext,
+  deps: RouteDeps,
+  spec: ProxySpec,
+  completionTokens: () => number,
+): Promise<TokenUsage | null> {
+  try {
+    await loadTokenizer();
+    return {
+      promptTokens: spec.promptTokens(),
+      completionTokens: completionTokens(),
+      cachedTokens: 0,
+    };
+  } catch (error) {
+    deps.log(`Cannot estimate usage of request ${ctx.requestId}`, error);
+    return null;
+  }
+}
