@@ -23,6 +23,9 @@ const gatewayEnv = z.object({
   TOLLGATE_MAX_BODY_BYTES: z.coerce.number().int().positive().default(10 * 1024 * 1024),
   TOLLGATE_UPSTREAM_TIMEOUT_S: seconds(30),
   TOLLGATE_STREAM_TIMEOUT_S: seconds(120),
+  TOLLGATE_RETRY_BASE_MS: z.coerce.number().int().min(0).default(100),
+  TOLLGATE_RETRY_MAX_MS: z.coerce.number().int().min(0).default(2_000),
+  TOLLGATE_RETRY_AFTER_MAX_S: z.coerce.number().min(0).default(10),
   TOLLGATE_POLICY_RESYNC_S: seconds(60),
   TOLLGATE_USAGE_FLUSH_MS: z.coerce.number().int().positive().default(200),
   TOLLGATE_USAGE_BATCH: z.coerce.number().int().positive().max(10_000).default(500),
@@ -35,6 +38,8 @@ export interface GatewayConfig extends SharedConfig {
   maxBodyBytes: number;
   upstreamTimeoutMs: number;
   streamTimeoutMs: number;
+  /** Waits between fallback attempts. */
+  backoff: { baseMs: number; maxMs: number; maxRetryAfterMs: number };
   policyResyncMs: number;
   usageFlushMs: number;
   usageBatchSize: number;
@@ -52,6 +57,11 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Ga
     maxBodyBytes: e.TOLLGATE_MAX_BODY_BYTES,
     upstreamTimeoutMs: e.TOLLGATE_UPSTREAM_TIMEOUT_S * 1000,
     streamTimeoutMs: e.TOLLGATE_STREAM_TIMEOUT_S * 1000,
+    backoff: Object.freeze({
+      baseMs: e.TOLLGATE_RETRY_BASE_MS,
+      maxMs: e.TOLLGATE_RETRY_MAX_MS,
+      maxRetryAfterMs: e.TOLLGATE_RETRY_AFTER_MAX_S * 1000,
+    }),
     policyResyncMs: e.TOLLGATE_POLICY_RESYNC_S * 1000,
     usageFlushMs: e.TOLLGATE_USAGE_FLUSH_MS,
     usageBatchSize: e.TOLLGATE_USAGE_BATCH,

@@ -20,7 +20,7 @@ export interface GatewayServer {
 export interface GatewayDeps {
   db: Db;
   keys: ServerKeys;
-  config: Pick<
+  config: Partial<Pick<GatewayConfig, "backoff">> & Pick<
     GatewayConfig,
     | "port"
     | "hostname"

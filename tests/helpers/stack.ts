@@ -43,6 +43,8 @@ export interface StackOptions {
   fetch?: typeof fetch;
   usageFlushMs?: number;
   maxBodyBytes?: number;
+  /** Fallback waits; tests default to short ones. */
+  backoff?: { baseMs: number; maxMs: number; maxRetryAfterMs: number };
 }
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
@@ -67,6 +69,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       maxBodyBytes: options.maxBodyBytes ?? 1024 * 1024,
       upstreamTimeoutMs: 30_000,
       streamTimeoutMs: 120_000,
+      backoff: options.backoff ?? { baseMs: 5, maxMs: 20, maxRetryAfterMs: 2_000 },
       policyResyncMs: 60_000,
       usageFlushMs: options.usageFlushMs ?? 20,
       usageBatchSize: 100,
