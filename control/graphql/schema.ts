@@ -5,6 +5,7 @@ import "./types/account.ts";
 import "./types/api_key.ts";
 import "./types/provider.ts";
 import "./types/model.ts";
+import "./types/route.ts";
 import "./types/usage.ts";
 
 export const schema = builder.toSchema();

@@ -19,6 +19,14 @@ export interface CreateApiKeyInput {
   /** Defaults to ["inference"]. */
   scopes?: readonly string[] | null;
   expiresAt?: Date | null;
+  /** The model and alias names the key may call; omitted or null: every model. */
+  allowedModels?: readonly string[] | null;
+}
+
+export interface SetApiKeyAllowedModelsInput {
+  id: string;
+  /** null or omitted: every model. */
+  allowedModels?: readonly string[] | null;
 }
 
 export interface CreatedApiKey {
@@ -26,6 +34,20 @@ export interface CreatedApiKey {
   /** The full key: shown once, never stored. */
   secret: string;
 }
+
+/** The most names an allowlist may hold. */
+export const MAX_ALLOWED_MODELS = 200;
+
+/**
+ * A model allowlist: trimmed names, duplicates dropped (first kept). Unknown
+ * names are accepted: an operator may create the model or alias later.
+ */
+const allowedModelsField = z.array(textField(200))
+  .max(MAX_ALLOWED_MODELS, `must have at most ${MAX_ALLOWED_MODELS} entries`)
+  .nullish()
+  .transform((names) => (names ? [...new Set(names)] : null));
+
+const setAllowedModelsInput = z.object({ id: z.string(), allowedModels: allowedModelsField });
 
 function createApiKeyInput(now: Date) {
   return z.object({
@@ -36,6 +58,7 @@ function createApiKeyInput(now: Date) {
       .nullish()
       .transform((scopes) => [...new Set(scopes ?? ["inference"])]),
     expiresAt: z.date().refine((d) => d > now, "must be in the future").nullish(),
+    allowedModels: allowedModelsField,
   });
 }
 
@@ -62,6 +85,7 @@ export async function createApiKey(
         last4: issued.last4,
         scopes: parsed.scopes,
         expires_at: parsed.expiresAt ?? null,
+        allowed_models: parsed.allowedModels,
       })
       .returningAll()
       .executeTakeFirstOrThrow();
@@ -76,6 +100,7 @@ export async function createApiKey(
         prefix: apiKey.prefix,
         scopes: apiKey.scopes,
         expiresAt: apiKey.expires_at,
+        allowedModels: apiKey.allowed_models,
       },
     });
     return { apiKey, secret: issued.secret };
@@ -106,6 +131,35 @@ export async function revokeApiKey(
       targetType: "api_key",
       targetId: apiKey.id,
       diff: alreadyRevoked ? { alreadyRevoked: true } : { status: ["active", "revoked"] },
+    });
+    return apiKey;
+  });
+}
+
+/** Replaces a key's model allowlist; null lets it call every model. */
+export async function setApiKeyAllowedModels(
+  db: Kysely<Database>,
+  input: SetApiKeyAllowedModelsInput,
+  options: { audit: AuditMeta },
+): Promise<ApiKey> {
+  const parsed = parseInput(setAllowedModelsInput, input);
+  return await db.transaction().execute(async (trx) => {
+    const current = isUuid(parsed.id)
+      ? await trx.selectFrom("api_keys").selectAll().where("id", "=", parsed.id).forUpdate()
+        .executeTakeFirst()
+      : undefined;
+    if (!current) throw new NotFoundError(`No API key with id "${parsed.id}"`);
+    const apiKey = await trx.updateTable("api_keys")
+      .set({ allowed_models: parsed.allowedModels })
+      .where("id", "=", current.id)
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    await recordAudit(trx, {
+      ...options.audit,
+      action: "api_key.set_allowed_models",
+      targetType: "api_key",
+      targetId: apiKey.id,
+      diff: { allowedModels: [current.allowed_models, apiKey.allowed_models] },
     });
     return apiKey;
   });

@@ -7,8 +7,9 @@ import { type Kysely, sql } from "kysely";
 import { z } from "zod";
 import type { Database, Model, Provider } from "../../schema/database.ts";
 import { formatUsd, parseUsd, UNITS_PER_USD } from "../../schema/money.ts";
-import { NotFoundError, parseInput, textField } from "../errors.ts";
+import { InvalidInputError, NotFoundError, parseInput, textField } from "../errors.ts";
 import { type AuditMeta, recordAudit } from "./audit.ts";
+import { lockModelNames } from "./routes.ts";
 
 export interface ModelWithProvider extends Model {
   provider: Provider;
@@ -65,6 +66,15 @@ export async function upsertModel(
     max_output_tokens: parsed.maxOutputTokens ?? null,
   };
   return await db.transaction().execute(async (trx) => {
+    await lockModelNames(trx);
+    const alias = await trx.selectFrom("routes").select("id").where("name", "=", parsed.name)
+      .executeTakeFirst();
+    if (alias) {
+      throw new InvalidInputError(
+        `name: "${parsed.name}" is an alias's name; the alias would shadow the model`,
+        "name",
+      );
+    }
     const provider = await trx.selectFrom("providers").selectAll()
       .where("name", "=", parsed.provider).executeTakeFirst();
     if (!provider) throw new NotFoundError(`No provider named "${parsed.provider}"`);

@@ -6,6 +6,12 @@
 import { type Kysely, sql } from "kysely";
 import { z } from "zod";
 import type { Database, Provider, ProviderKind } from "../../schema/database.ts";
+import {
+  ANTHROPIC_BASE_URL,
+  isProviderPreset,
+  PROVIDER_PRESET_NAMES,
+  PROVIDER_PRESETS,
+} from "../../schema/provider_presets.ts";
 import { sealCredential, type ServerKeys } from "../../schema/secrets.ts";
 import { InvalidInputError, parseInput, textField } from "../errors.ts";
 import { type AuditMeta, recordAudit } from "./audit.ts";
@@ -19,8 +25,10 @@ export const PROVIDER_KINDS = [
 export interface UpsertProviderInput {
   name: string;
   kind: string;
-  /** Required for openai_compat and anthropic. */
+  /** Required for openai_compat unless a preset is given; anthropic defaults to Anthropic's API. */
   baseUrl?: string | null;
+  /** An openai_compat vendor preset (schema/provider_presets.ts); omitted or null: none. */
+  preset?: string | null;
   /** Omitted: keep the stored credential; null: remove it; a string: replace it. */
   apiKey?: string | null;
 }
@@ -37,6 +45,8 @@ const upsertProviderInput = z.object({
   name: textField(100),
   kind: z.enum(PROVIDER_KINDS, "must be openai_compat, anthropic or mock"),
   baseUrl: httpUrl.nullish(),
+  preset: z.enum(PROVIDER_PRESET_NAMES, `must be one of ${PROVIDER_PRESET_NAMES.join(", ")}`)
+    .nullish(),
   apiKey: textField(4000).nullish(),
 });
 
@@ -47,18 +57,29 @@ export async function upsertProvider(
   options: { keys: ServerKeys; audit: AuditMeta },
 ): Promise<Provider> {
   const parsed = parseInput(upsertProviderInput, input);
-  if (parsed.kind !== "mock" && !parsed.baseUrl) {
-    throw new InvalidInputError(`baseUrl: is required for ${parsed.kind} providers`, "baseUrl");
+  if (parsed.preset && parsed.kind !== "openai_compat") {
+    throw new InvalidInputError(
+      `preset: is only valid for openai_compat providers, not ${parsed.kind}`,
+      "preset",
+    );
+  }
+  if (parsed.kind === "openai_compat" && !parsed.baseUrl && !parsed.preset) {
+    throw new InvalidInputError(
+      "baseUrl: is required for openai_compat providers unless a preset is given",
+      "baseUrl",
+    );
   }
   const baseUrl = parsed.baseUrl ?? null;
+  const preset = parsed.preset ?? null;
   return await db.transaction().execute(async (trx) => {
     // xmax = 0 only on a freshly inserted row: tells a create from an update.
     const upserted = await trx.insertInto("providers")
-      .values({ name: parsed.name, kind: parsed.kind, base_url: baseUrl })
+      .values({ name: parsed.name, kind: parsed.kind, base_url: baseUrl, preset })
       .onConflict((oc) =>
         oc.column("name").doUpdateSet({
           kind: parsed.kind,
           base_url: baseUrl,
+          preset,
           updated_at: sql<Date>`now()`,
         })
       )
@@ -89,6 +110,7 @@ export async function upsertProvider(
         name: provider.name,
         kind: provider.kind,
         baseUrl: provider.base_url,
+        preset: provider.preset,
         credentialChange: parsed.apiKey === undefined
           ? "unchanged"
           : parsed.apiKey === null
@@ -103,4 +125,16 @@ export async function upsertProvider(
 /** Every provider, by name. */
 export async function listProviders(db: Kysely<Database>): Promise<Provider[]> {
   return await db.selectFrom("providers").selectAll().orderBy("name").execute();
+}
+
+/**
+ * The base URL the gateway calls: the provider's own, else its preset's,
+ * else Anthropic's API for an anthropic provider; null for a mock.
+ */
+export function effectiveBaseUrl(provider: Provider): string | null {
+  if (provider.base_url) return provider.base_url;
+  if (provider.preset && isProviderPreset(provider.preset)) {
+    return PROVIDER_PRESETS[provider.preset].baseUrl;
+  }
+  return provider.kind === "anthropic" ? ANTHROPIC_BASE_URL : null;
 }

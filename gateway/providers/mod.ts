@@ -3,7 +3,7 @@ import type { ProviderPolicy } from "../policy/snapshot.ts";
 import { createMockProvider } from "./mock.ts";
 import { createOpenAICompatProvider } from "./openai_compat.ts";
 import type { Provider, ProviderDeps } from "./provider.ts";
-import { GatewayError } from "../errors.ts";
+import { createAnthropicProvider } from "./anthropic/mod.ts";
 
 export type { Operation, Provider, UpstreamCall, UpstreamReply } from "./provider.ts";
 
@@ -28,11 +28,6 @@ function build(config: ProviderPolicy, deps: ProviderDeps): Provider {
     case "mock":
       return createMockProvider();
     case "anthropic":
-      throw new GatewayError(
-        "upstream_error",
-        501,
-        `Provider "${config.name}" is an Anthropic provider, which this gateway does not serve yet.`,
-        { retryable: false },
-      );
+      return createAnthropicProvider(config, deps);
   }
 }

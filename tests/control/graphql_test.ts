@@ -312,6 +312,7 @@ Deno.test("createApiKey shows the secret once; apiKeys shows only its prefix and
     );
     assert.deepEqual(textFields.filter((f) => f.startsWith("ApiKey.")).sort(), [
       "ApiKey.accountId",
+      "ApiKey.allowedModels",
       "ApiKey.id",
       "ApiKey.last4",
       "ApiKey.name",

@@ -7,7 +7,9 @@ import {
   createApiKey,
   type CreatedApiKey,
   listApiKeys,
+  MAX_ALLOWED_MODELS,
   revokeApiKey,
+  setApiKeyAllowedModels,
 } from "../../services/api_keys.ts";
 import { auditMeta, builder } from "../builder.ts";
 
@@ -32,8 +34,16 @@ export const ApiKeyRef = builder.objectRef<ApiKey>("ApiKey").implement({
     createdAt: t.expose("created_at", { type: "DateTime" }),
     lastUsedAt: t.expose("last_used_at", { type: "DateTime", nullable: true }),
     revokedAt: t.expose("revoked_at", { type: "DateTime", nullable: true }),
+    allowedModels: t.exposeStringList("allowed_models", {
+      nullable: true,
+      description: "The model and alias names this key may call; null: every model.",
+    }),
   }),
 });
+
+const ALLOWED_MODELS_RULES = `Each name is non-empty; at most ${MAX_ALLOWED_MODELS} names; ` +
+  "duplicates are dropped. Names that match no model or alias yet are accepted (the operator " +
+  "may create it later); until then the key gets model_not_found for them.";
 
 const CreatedApiKeyRef = builder.objectRef<CreatedApiKey>("CreatedApiKey").implement({
   fields: (t) => ({
@@ -48,6 +58,20 @@ const CreateApiKeyInput = builder.inputType("CreateApiKeyInput", {
     name: t.string({ required: true }),
     scopes: t.field({ type: [ApiKeyScopeEnum], description: "Defaults to [inference]." }),
     expiresAt: t.field({ type: "DateTime", description: "Must be in the future." }),
+    allowedModels: t.stringList({
+      description: "The model and alias names the key may call; omitted or null: every model. " +
+        ALLOWED_MODELS_RULES,
+    }),
+  }),
+});
+
+const SetApiKeyAllowedModelsInput = builder.inputType("SetApiKeyAllowedModelsInput", {
+  fields: (t) => ({
+    id: t.id({ required: true }),
+    allowedModels: t.stringList({
+      description: "The new allowlist; omitted or null clears it (every model). " +
+        ALLOWED_MODELS_RULES,
+    }),
   }),
 });
 
@@ -79,4 +103,14 @@ builder.mutationField("revokeApiKey", (t) =>
     errors: { types: [NotFoundError] },
     args: { input: t.arg({ type: RevokeApiKeyInput, required: true }) },
     resolve: (_root, { input }, ctx) => revokeApiKey(ctx.db, input, { audit: auditMeta(ctx) }),
+  }));
+
+builder.mutationField("setApiKeyAllowedModels", (t) =>
+  t.field({
+    type: ApiKeyRef,
+    description: "Replaces a key's model allowlist; gateways apply it when notified.",
+    errors: { types: [InvalidInputError, NotFoundError] },
+    args: { input: t.arg({ type: SetApiKeyAllowedModelsInput, required: true }) },
+    resolve: (_root, { input }, ctx) =>
+      setApiKeyAllowedModels(ctx.db, input, { audit: auditMeta(ctx) }),
   }));
