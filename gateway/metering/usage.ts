@@ -18,7 +18,12 @@ export function parseUsage(value: unknown): TokenUsage | null {
     | Record<string, unknown>
     | null
     | undefined;
-  const cached = isCount(details?.cached_tokens) ? details.cached_tokens : 0;
+  // DeepSeek reports cache hits at the top level instead of in the details.
+  const cached = isCount(details?.cached_tokens)
+    ? details.cached_tokens
+    : isCount(u.prompt_cache_hit_tokens)
+    ? u.prompt_cache_hit_tokens
+    : 0;
   return { promptTokens: prompt, completionTokens: completion, cachedTokens: cached };
 }
 

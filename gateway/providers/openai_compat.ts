@@ -1,5 +1,13 @@
-/** Adapter for OpenAI-compatible upstreams: the body goes through unchanged. */
+/**
+ * Adapter for OpenAI-compatible upstreams. Without a vendor preset (or with
+ * `openai`) the body goes through unchanged but for the model, and the answer
+ * comes back byte for byte. A preset (presets.ts) adds its base URL, auth
+ * header and operations, and its quirks: the request is adjusted before it is
+ * sent, and only presets whose answers differ from OpenAI's have them
+ * re-written (quirks/).
+ */
 import type { ProviderPolicy } from "../policy/snapshot.ts";
+import { BEARER, presetFor, rewritesJson, rewritesStream } from "./presets.ts";
 import {
   OPERATION_PATHS,
   type Provider,
@@ -7,25 +15,36 @@ import {
   type UpstreamCall,
   type UpstreamReply,
 } from "./provider.ts";
+import { fixChatJson } from "./quirks/json.ts";
+import { applyRequestQuirks } from "./quirks/request.ts";
+import { fixChatStream } from "./quirks/stream.ts";
 import { upstreamHttpError, upstreamNetworkError } from "./upstream_error.ts";
 import { GatewayError } from "../errors.ts";
 
 export function createOpenAICompatProvider(config: ProviderPolicy, deps: ProviderDeps): Provider {
-  const base = (config.baseUrl ?? "").replace(/\/+$/, "");
+  const preset = presetFor(config.preset);
+  // An explicit base URL wins over the preset's (a regional endpoint, a proxy, a test).
+  const base = (config.baseUrl ?? preset?.baseUrl ?? "").replace(/\/+$/, "");
+  const quirks = preset?.quirks ?? {};
+  const fixStream = rewritesStream(quirks);
+  const fixJson = rewritesJson(quirks);
   const headers: Record<string, string> = { "content-type": "application/json" };
-  if (config.credential) headers.authorization = `Bearer ${config.credential}`;
+  if (config.credential) {
+    const auth = preset?.auth ?? BEARER;
+    headers[auth.header] = auth.prefix + config.credential;
+  }
   const streamHeaders = { ...headers, accept: "text/event-stream" };
 
   return {
     kind: "openai_compat",
-    supports: () => true,
+    supports: (op) => preset ? preset.operations.includes(op) : true,
     async send(call: UpstreamCall): Promise<UpstreamReply> {
       let response: Response;
       try {
         response = await deps.fetch(base + OPERATION_PATHS[call.op], {
           method: "POST",
           headers: call.stream ? streamHeaders : headers,
-          body: JSON.stringify(call.body),
+          body: JSON.stringify(applyRequestQuirks(call.body, quirks)),
           signal: call.signal,
         });
       } catch (error) {
@@ -40,7 +59,10 @@ export function createOpenAICompatProvider(config: ProviderPolicy, deps: Provide
             `Provider "${config.name}" sent an empty stream.`,
           );
         }
-        return { stream: true, body: response.body };
+        const body = fixStream && call.op === "chat"
+          ? fixChatStream(response.body, quirks)
+          : response.body;
+        return { stream: true, body };
       }
       let text: string;
       try {
@@ -48,8 +70,9 @@ export function createOpenAICompatProvider(config: ProviderPolicy, deps: Provide
       } catch (error) {
         throw upstreamNetworkError(error, config.name);
       }
+      let json: Record<string, unknown>;
       try {
-        return { stream: false, text, json: JSON.parse(text) };
+        json = JSON.parse(text);
       } catch (error) {
         throw new GatewayError(
           "upstream_error",
@@ -58,6 +81,8 @@ export function createOpenAICompatProvider(config: ProviderPolicy, deps: Provide
           { cause: error },
         );
       }
+      if (fixJson && call.op === "chat" && fixChatJson(json, quirks)) text = JSON.stringify(json);
+      return { stream: false, text, json };
     },
   };
 }
