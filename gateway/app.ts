@@ -10,8 +10,12 @@ import type { UsageSink } from "./metering/usage_queue.ts";
 import type { Policy } from "./policy/snapshot.ts";
 import { createProviderRegistry } from "./providers/mod.ts";
 import { chatCompletions } from "./routes/chat_completions.ts";
+import { completions } from "./routes/completions.ts";
 import type { RequestContext, RouteDeps } from "./routes/context.ts";
-import { listModels } from "./routes/models.ts";
+import { embeddings } from "./routes/embeddings.ts";
+import { images } from "./routes/images.ts";
+import { listModels, retrieveModel } from "./routes/models.ts";
+import { responses } from "./routes/responses.ts";
 import { type BackoffConfig, createCooldowns } from "./routing/fallback.ts";
 
 export interface AppDeps {
@@ -46,10 +50,31 @@ type Handler = (
   deps: RouteDeps,
 ) => Response | Promise<Response>;
 
-const ROUTES: Record<string, { method: string; handler: Handler }> = {
+interface Route {
+  method: string;
+  handler: Handler;
+}
+
+/** By exact path; a key ending in `/*` serves every path below it (a model id may hold `/`). */
+const ROUTES: Record<string, Route> = {
   "/v1/chat/completions": { method: "POST", handler: chatCompletions },
+  "/v1/completions": { method: "POST", handler: completions },
+  "/v1/embeddings": { method: "POST", handler: embeddings },
+  "/v1/images/generations": { method: "POST", handler: images },
+  "/v1/responses": { method: "POST", handler: responses },
   "/v1/models": { method: "GET", handler: listModels },
+  "/v1/models/*": { method: "GET", handler: retrieveModel },
 };
+
+function routeFor(path: string): Route | undefined {
+  const exact = ROUTES[path];
+  if (exact) return exact;
+  for (let slash = path.indexOf("/", 1); slash > 0; slash = path.indexOf("/", slash + 1)) {
+    const route = ROUTES[`${path.slice(0, slash)}/*`];
+    if (route) return route;
+  }
+  return undefined;
+}
 
 export function createApp(deps: AppDeps): (request: Request) => Promise<Response> {
   const clock = deps.clock ?? { now: Date.now, monotonic: () => performance.now() };
@@ -81,7 +106,7 @@ export function createApp(deps: AppDeps): (request: Request) => Promise<Response
       now: clock.monotonic,
     };
     try {
-      const route = ROUTES[path];
+      const route = routeFor(path);
       if (!route) {
         throw new GatewayError("not_found", 404, `Unknown endpoint ${request.method} ${path}.`, {
           retryable: false,

@@ -20,17 +20,19 @@ export interface GatewayServer {
 export interface GatewayDeps {
   db: Db;
   keys: ServerKeys;
-  config: Partial<Pick<GatewayConfig, "backoff">> & Pick<
-    GatewayConfig,
-    | "port"
-    | "hostname"
-    | "maxBodyBytes"
-    | "upstreamTimeoutMs"
-    | "streamTimeoutMs"
-    | "policyResyncMs"
-    | "usageFlushMs"
-    | "usageBatchSize"
-  >;
+  config:
+    & Partial<Pick<GatewayConfig, "backoff">>
+    & Pick<
+      GatewayConfig,
+      | "port"
+      | "hostname"
+      | "maxBodyBytes"
+      | "upstreamTimeoutMs"
+      | "streamTimeoutMs"
+      | "policyResyncMs"
+      | "usageFlushMs"
+      | "usageBatchSize"
+    >;
   fetch?: typeof fetch;
   log?: (message: string, error?: unknown) => void;
 }

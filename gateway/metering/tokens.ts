@@ -61,3 +61,44 @@ export function contentText(content: unknown): string {
   }
   return text;
 }
+
+/** A prompt or input as the legacy completions and embeddings APIs take it. */
+export type TextInput =
+  | string
+  | readonly string[]
+  | readonly number[]
+  | readonly (readonly number[])[];
+
+/** Tokens of a completions `prompt` or embeddings `input`: text tokenized, token ids counted. */
+export function countInputTokens(input: TextInput): number {
+  if (typeof input === "string") return countTokens(input);
+  let total = 0;
+  for (const entry of input) {
+    if (typeof entry === "string") total += countTokens(entry);
+    else if (typeof entry === "number") total += 1;
+    else total += entry.length;
+  }
+  return total;
+}
+
+/**
+ * Prompt tokens of a Responses API request: `instructions` as a system
+ * message, then each input item; messages as in chat, function calls and
+ * their outputs by their text. Other items (images, files, reasoning) count
+ * nothing.
+ */
+export function countResponsesPromptTokens(input: unknown, instructions?: string | null): number {
+  const messages: unknown[] = [];
+  if (instructions) messages.push({ role: "system", content: instructions });
+  if (typeof input === "string") messages.push({ role: "user", content: input });
+  let extra = 0;
+  for (const item of Array.isArray(input) ? input : []) {
+    if (!item || typeof item !== "object") continue;
+    const i = item as Record<string, unknown>;
+    if (typeof i.role === "string") messages.push({ role: i.role, content: i.content });
+    for (const field of ["name", "arguments", "output"] as const) {
+      if (!i.role && typeof i[field] === "string") extra += countTokens(i[field]);
+    }
+  }
+  return countChatPromptTokens(messages) + extra;
+}

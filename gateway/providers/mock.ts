@@ -1,133 +1,168 @@
 /**
  * The offline `mock` provider: deterministic answers with real token counts,
  * streaming included, so the quickstart and tests need no network. It speaks
- * the same OpenAI dialect as a real upstream.
+ * the same OpenAI dialect as a real upstream, for every operation: chat and
+ * legacy completions here, embeddings, images and the Responses API in their
+ * own modules.
  */
 import {
-  contentText,
   countChatPromptTokens,
+  countInputTokens,
   decodeTokens,
-  encodeText,
   loadTokenizer,
+  type TextInput,
 } from "../metering/tokens.ts";
 import { SSE_DONE, sseData } from "../streaming/sse.ts";
+import { mockEmbeddings } from "./mock_embeddings.ts";
+import { mockImages } from "./mock_images.ts";
+import { mockResponse } from "./mock_responses.ts";
+import { answerFor, answerTo, cutAnswer, eventStream, positiveInt } from "./mock_text.ts";
 import type { Provider, UpstreamCall, UpstreamReply } from "./provider.ts";
-
-const MAX_ECHO_CHARS = 200;
 
 export function createMockProvider(): Provider {
   return {
     kind: "mock",
-    supports: (op) => op === "chat",
+    supports: () => true,
     async send(call: UpstreamCall): Promise<UpstreamReply> {
       await loadTokenizer();
-      const body = call.body;
-      const messages = Array.isArray(body.messages) ? body.messages : [];
-      const model = String(body.model);
-      const limit = maxTokens(body);
-      // Cut the answer at max_tokens, as a real model would, counting exactly.
-      const allTokens = encodeText(answerFor(messages));
-      const tokens = limit === null ? allTokens : allTokens.slice(0, limit);
-      const completionTokens = tokens.length;
-      const finishReason = tokens.length < allTokens.length ? "length" : "stop";
-      const pieces = tokenPieces(tokens);
-      const usage = {
-        prompt_tokens: countChatPromptTokens(messages),
-        completion_tokens: completionTokens,
-        total_tokens: 0,
-        prompt_tokens_details: { cached_tokens: 0 },
-      };
-      usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
-      const id = `chatcmpl-mock-${crypto.randomUUID().replaceAll("-", "")}`;
-      const created = Math.floor(Date.now() / 1000);
-
-      if (!call.stream) {
-        const json = {
-          id,
-          object: "chat.completion",
-          created,
-          model,
-          choices: [{
-            index: 0,
-            message: { role: "assistant", content: pieces.join(""), refusal: null },
-            logprobs: null,
-            finish_reason: finishReason,
-          }],
-          usage,
-        };
-        return { stream: false, text: JSON.stringify(json), json };
+      switch (call.op) {
+        case "chat":
+          return chat(call);
+        case "completions":
+          return completions(call);
+        case "embeddings":
+          return mockEmbeddings(call);
+        case "images":
+          return await mockImages(call);
+        case "responses":
+          return mockResponse(call);
       }
-
-      const includeUsage = (body.stream_options as { include_usage?: boolean } | undefined)
-        ?.include_usage === true;
-      const chunk = (delta: Record<string, unknown>, finish: string | null) =>
-        JSON.stringify({
-          id,
-          object: "chat.completion.chunk",
-          created,
-          model,
-          choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
-        });
-      const events = [
-        chunk({ role: "assistant", content: "" }, null),
-        ...pieces.map((piece) => chunk({ content: piece }, null)),
-        chunk({}, finishReason),
-      ];
-      if (includeUsage) {
-        events.push(
-          JSON.stringify({
-            id,
-            object: "chat.completion.chunk",
-            created,
-            model,
-            choices: [],
-            usage,
-          }),
-        );
-      }
-      events.push(SSE_DONE);
-      let next = 0;
-      return {
-        stream: true,
-        body: new ReadableStream<Uint8Array>({
-          pull(controller) {
-            if (call.signal.aborted) return controller.error(call.signal.reason);
-            const event = events[next++];
-            if (event === undefined) return controller.close();
-            controller.enqueue(sseData(event));
-          },
-        }),
-      };
     },
   };
 }
 
-/** The text of each token in turn, as a model streams it (multi-byte safe). */
-function tokenPieces(tokens: readonly number[]): string[] {
-  const pieces: string[] = [];
-  let previous = "";
-  for (let i = 1; i <= tokens.length; i++) {
-    const text = decodeTokens(tokens.slice(0, i));
-    if (text.endsWith("\uFFFD") && i < tokens.length) continue; // an incomplete character
-    pieces.push(text.slice(previous.length));
-    previous = text;
+function chat(call: UpstreamCall): UpstreamReply {
+  const body = call.body;
+  const messages = Array.isArray(body.messages) ? body.messages : [];
+  const model = String(body.model);
+  // Cut the answer at max_tokens, as a real model would, counting exactly.
+  const answer = cutAnswer(
+    answerFor(messages),
+    positiveInt(body, "max_completion_tokens", "max_tokens"),
+  );
+  const finishReason = answer.cut ? "length" : "stop";
+  const usage = {
+    prompt_tokens: countChatPromptTokens(messages),
+    completion_tokens: answer.tokens,
+    total_tokens: 0,
+    prompt_tokens_details: { cached_tokens: 0 },
+  };
+  usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+  const id = `chatcmpl-mock-${crypto.randomUUID().replaceAll("-", "")}`;
+  const created = Math.floor(Date.now() / 1000);
+
+  if (!call.stream) {
+    const json = {
+      id,
+      object: "chat.completion",
+      created,
+      model,
+      choices: [{
+        index: 0,
+        message: { role: "assistant", content: answer.text, refusal: null },
+        logprobs: null,
+        finish_reason: finishReason,
+      }],
+      usage,
+    };
+    return { stream: false, text: JSON.stringify(json), json };
   }
-  return pieces.filter((piece) => piece.length > 0);
+
+  const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
+    sseData(
+      JSON.stringify({ id, object: "chat.completion.chunk", created, model, choices, ...extra }),
+    );
+  const choice = (delta: Record<string, unknown>, finish: string | null) => ({
+    index: 0,
+    delta,
+    logprobs: null,
+    finish_reason: finish,
+  });
+  const events = [
+    chunk([choice({ role: "assistant", content: "" }, null)]),
+    ...answer.pieces.map((piece) => chunk([choice({ content: piece }, null)])),
+    chunk([choice({}, finishReason)]),
+  ];
+  if (includeUsage(body)) events.push(chunk([], { usage }));
+  events.push(sseData(SSE_DONE));
+  return { stream: true, body: eventStream(events, call.signal) };
 }
 
-function maxTokens(body: Record<string, unknown>): number | null {
-  const value = body.max_completion_tokens ?? body.max_tokens;
-  return typeof value === "number" && value > 0 ? value : null;
+/** Legacy completions: one choice per prompt, `choices[].text` when streaming. */
+function completions(call: UpstreamCall): UpstreamReply {
+  const body = call.body;
+  const model = String(body.model);
+  const prompt = (body.prompt ?? "") as TextInput;
+  const limit = positiveInt(body, "max_tokens");
+  const answers = promptTexts(prompt).map((text) => cutAnswer(answerTo(text), limit));
+  const usage = {
+    prompt_tokens: countInputTokens(prompt),
+    completion_tokens: answers.reduce((sum, answer) => sum + answer.tokens, 0),
+    total_tokens: 0,
+  };
+  usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+  const id = `cmpl-mock-${crypto.randomUUID().replaceAll("-", "")}`;
+  const created = Math.floor(Date.now() / 1000);
+  const finish = (index: number) => answers[index]!.cut ? "length" : "stop";
+
+  if (!call.stream) {
+    const json = {
+      id,
+      object: "text_completion",
+      created,
+      model,
+      choices: answers.map((answer, index) => ({
+        text: answer.text,
+        index,
+        logprobs: null,
+        finish_reason: finish(index),
+      })),
+      usage,
+    };
+    return { stream: false, text: JSON.stringify(json), json };
+  }
+
+  const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
+    sseData(JSON.stringify({ id, object: "text_completion", created, model, choices, ...extra }));
+  const events: Uint8Array[] = [];
+  answers.forEach((answer, index) => {
+    for (const text of answer.pieces) {
+      events.push(chunk([{ text, index, logprobs: null, finish_reason: null }]));
+    }
+    events.push(chunk([{ text: "", index, logprobs: null, finish_reason: finish(index) }]));
+  });
+  if (includeUsage(body)) events.push(chunk([], { usage }));
+  events.push(sseData(SSE_DONE));
+  return { stream: true, body: eventStream(events, call.signal) };
 }
 
-/** The deterministic answer: a greeting that quotes the last user message. */
-export function answerFor(messages: readonly unknown[]): string {
-  let last = "";
-  for (const message of messages) {
-    const m = message as { role?: unknown; content?: unknown } | null;
-    if (m?.role === "user") last = contentText(m.content);
+/** The text of each prompt: strings as they are, token arrays decoded. */
+function promptTexts(prompt: TextInput): string[] {
+  if (typeof prompt === "string") return [prompt];
+  if (prompt.length === 0) return [""];
+  if (prompt.every((entry) => typeof entry === "number")) return [decode(prompt as number[])];
+  return prompt.map((entry) => typeof entry === "string" ? entry : decode(entry as number[]));
+}
+
+function decode(tokens: readonly number[]): string {
+  try {
+    return decodeTokens(tokens);
+  } catch {
+    return ""; // ids outside the vocabulary
   }
-  const quoted = last.length > MAX_ECHO_CHARS ? `${last.slice(0, MAX_ECHO_CHARS)}…` : last;
-  return `This is Tollgate's mock provider. You said: "${quoted.trim()}". ` +
-    "Point a model at a real provider to get a real answer.";
+}
+
+function includeUsage(body: Record<string, unknown>): boolean {
+  return (body.stream_options as { include_usage?: unknown } | null | undefined)
+    ?.include_usage === true;
 }

@@ -19,7 +19,8 @@ export async function readJsonBody(request: Request, maxBytes: number): Promise<
     if (done) break;
     size += value.byteLength;
     if (size > maxBytes) {
-      await reader.cancel();
+      // Not cancel(): Deno's server would then drain the rest of the upload.
+      reader.releaseLock();
       throw tooLarge(maxBytes);
     }
     chunks.push(value);

@@ -74,7 +74,6 @@ export async function proxy(
   if (resolved.route) headers.set("x-tollgate-route", resolved.route.name);
 
   if (!reply.stream) {
-    served.abort();
     let usage = parseUsage(reply.json.usage);
     let estimated = false;
     if (!usage) {
@@ -100,7 +99,8 @@ export async function proxy(
         },
       }),
     onEnd: (end) => {
-      served.abort();
+      if (end.reason === "done") served.release();
+      else served.abort();
       void meterStreamEnd(ctx, deps, { spec, target, end });
     },
   });

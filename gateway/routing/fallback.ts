@@ -59,7 +59,9 @@ export interface Served {
   target: Target;
   /** Attempts made, this one included. */
   attempts: number;
-  /** Aborts the upstream request (a client that left, a stream that ended). */
+  /** Ends the attempt's timeout once its stream has ended. */
+  release: () => void;
+  /** Aborts the upstream request (a client that left, a stream that broke). */
   abort: () => void;
 }
 
@@ -96,18 +98,28 @@ export async function sendWithFallback(
     if (waitMs > 0) await sleep(waitMs);
 
     attempts++;
+    // One timer per attempt, cleared when the call ends: AbortSignal.timeout()
+    // would keep every request's objects alive until it fired.
     const controller = new AbortController();
-    const signal = AbortSignal.any([controller.signal, AbortSignal.timeout(call.timeoutMs)]);
-    const abort = () => controller.abort();
+    const timer = setTimeout(
+      () => controller.abort(new DOMException("The upstream timed out.", "TimeoutError")),
+      call.timeoutMs,
+    );
+    const release = () => clearTimeout(timer);
+    const abort = () => {
+      clearTimeout(timer);
+      if (!controller.signal.aborted) controller.abort();
+    };
     try {
       const reply = await provider.send({
         op: call.op,
         body: call.bodyFor(target),
         stream: call.stream,
-        signal,
+        signal: controller.signal,
       });
       const served = await firstBytes(reply, target, deps.now);
-      return { reply: served, target, attempts, abort };
+      if (!served.stream) release();
+      return { reply: served, target, attempts, release, abort };
     } catch (error) {
       abort();
       if (!(error instanceof GatewayError) || !error.retryable) throw error;

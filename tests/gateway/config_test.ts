@@ -16,6 +16,7 @@ Deno.test("the gateway listens on 127.0.0.1:8080 with the embedded database and 
     maxBodyBytes: 10 * 1024 * 1024,
     upstreamTimeoutMs: 30_000,
     streamTimeoutMs: 120_000,
+    backoff: { baseMs: 100, maxMs: 2_000, maxRetryAfterMs: 10_000 },
     policyResyncMs: 60_000,
     usageFlushMs: 200,
     usageBatchSize: 500,
@@ -31,6 +32,9 @@ Deno.test("gateway settings are read from the environment, seconds become millis
     TOLLGATE_UPSTREAM_TIMEOUT_S: "2.5",
     TOLLGATE_STREAM_TIMEOUT_S: "600",
     TOLLGATE_POLICY_RESYNC_S: "5",
+    TOLLGATE_RETRY_BASE_MS: "50",
+    TOLLGATE_RETRY_MAX_MS: "400",
+    TOLLGATE_RETRY_AFTER_MAX_S: "1.5",
     TOLLGATE_USAGE_FLUSH_MS: "50",
     TOLLGATE_USAGE_BATCH: "10000",
     TOLLGATE_MOCK_PROVIDER: "no",
@@ -38,6 +42,7 @@ Deno.test("gateway settings are read from the environment, seconds become millis
     TOLLGATE_CONTROL_PORT: "not read by the gateway",
   });
   assert.equal(config.port, 9000);
+  assert.deepEqual(config.backoff, { baseMs: 50, maxMs: 400, maxRetryAfterMs: 1_500 });
   assert.equal(config.hostname, "0.0.0.0");
   assert.equal(config.maxBodyBytes, 4096);
   assert.equal(config.upstreamTimeoutMs, 2500);

@@ -1,0 +1,41 @@
+/**
+ * POST /v1/completions, the legacy text completions. Like chat, a stream
+ * always asks the upstream for usage, and the usage chunk is stripped again
+ * when the caller did not ask for it; other fields go through unchanged.
+ */
+import { z } from "zod";
+import { countInputTokens } from "../metering/tokens.ts";
+import { readJsonBody, validate } from "./body.ts";
+import type { RequestContext, RouteDeps } from "./context.ts";
+import { proxy } from "./proxy.ts";
+import { textInput } from "./text_input.ts";
+
+const completionsBody = z.looseObject({
+  model: z.string().min(1, "a model name is required"),
+  prompt: textInput(),
+  stream: z.boolean().nullish(),
+  stream_options: z.looseObject({ include_usage: z.boolean().optional() }).nullish(),
+  max_tokens: z.number().int().nonnegative().nullish(),
+  n: z.number().int().min(1).max(128).nullish(),
+});
+
+export async function completions(
+  request: Request,
+  ctx: RequestContext,
+  deps: RouteDeps,
+): Promise<Response> {
+  const body = validate(completionsBody, await readJsonBody(request, deps.maxBodyBytes));
+  const stream = body.stream === true;
+  const upstream: Record<string, unknown> & { model: string } = { ...body };
+  if (stream) {
+    // Always ask for usage; the chunk is stripped again if the caller did not.
+    upstream.stream_options = { ...body.stream_options, include_usage: true };
+  }
+  return proxy(ctx, deps, {
+    op: "completions",
+    body: upstream,
+    stream,
+    stripUsage: body.stream_options?.include_usage !== true,
+    promptTokens: () => countInputTokens(body.prompt),
+  });
+}
