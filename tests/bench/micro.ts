@@ -10,6 +10,7 @@ import { sql } from "kysely";
 import { createApp } from "../../gateway/app.ts";
 import { createUsageQueue, type UsageSink } from "../../gateway/metering/usage_queue.ts";
 import { createDb } from "../../schema/db.ts";
+import type { NewUsageEvent } from "../../schema/database.ts";
 import { migrateToLatest } from "../../migrations/mod.ts";
 import type { Policy } from "../../gateway/policy/snapshot.ts";
 import { generateSecret, hashSecret } from "../../schema/keys.ts";
@@ -114,13 +115,17 @@ if (values.postgres) {
   const admin = postgres("postgres://postgres@127.0.0.1:5432/postgres");
   const name = `tollgate_micro_${Date.now()}`;
   await admin.unsafe(`create database ${name}`);
-  const db = await createDb({ databaseUrl: `postgres://postgres@127.0.0.1:5432/${name}` });
+  const db = await createDb({
+    databaseUrl: `postgres://postgres@127.0.0.1:5432/${name}`,
+    dataDir: "unused",
+  });
   await migrateToLatest(db.db);
   await sql`set session_replication_role = replica`.execute(db.db); // no foreign keys for fake ids
   const queue = createUsageQueue(db.db, { flushMs: 200, batchSize: 500, log: console.error });
-  sink = values["idle-db"]
-    ? { push: () => void events++ } as never
-    : { push: (e) => (events++, queue.push(e)), flush: () => queue.flush() } as never;
+  sink = values["idle-db"] ? { push: () => void events++ } as never : {
+    push: (e: NewUsageEvent) => (events++, queue.push(e)),
+    flush: () => queue.flush(),
+  } as never;
   cleanup = async () => {
     await queue.close();
     await db.close();
@@ -155,7 +160,7 @@ async function once() {
 }
 const n = Number(values.requests);
 for (let i = 0; i < 2000; i++) await once();
-const cpu0 = Deno.osUptime && performance.now();
+const cpu0 = performance.now();
 const usage0 = process.cpuUsage();
 for (let i = 0; i < n; i++) await once();
 const used = process.cpuUsage(usage0);

@@ -123,7 +123,7 @@ async function stopProcess(
   }
 }
 
-function keepTail(stream: ReadableStream<Uint8Array>, into: string[]) {
+function keepTail(stream: ReadableStream<Uint8Array<ArrayBuffer>>, into: string[]) {
   (async () => {
     const lines = stream.pipeThrough(new TextDecoderStream()).pipeThrough(new TextLineStream());
     for await (const line of lines) {
