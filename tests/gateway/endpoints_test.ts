@@ -377,17 +377,13 @@ async function withUpstream(
   const stack = await startStack();
   const fake = startFakeUpstream();
   try {
-    const provider = await stack.graphql(
-      `mutation ($url: String!) {
-        upsertProvider(input: { name: "fake", kind: openai_compat, baseUrl: $url, apiKey: "sk-up" }) { __typename }
-      }`,
-      { url: fake.url },
-    );
-    assert.deepEqual(provider.data, { upsertProvider: { __typename: "Provider" } });
-    const model = await stack.graphql(`mutation {
-      upsertModel(input: { name: "fake-gpt", provider: "fake", upstreamName: "gpt-upstream", inputPrice: "1", outputPrice: "2" }) { __typename }
-    }`);
-    assert.deepEqual(model.data, { upsertModel: { __typename: "Model" } });
+    await stack.addModel({
+      provider: "fake",
+      baseUrl: fake.url,
+      apiKey: "sk-up",
+      model: "fake-gpt",
+      upstreamName: "gpt-upstream",
+    });
     const { secret } = await stack.createKey();
     const client = stack.openai(secret);
     await waitFor(async () => (await client.models.list()).data.some((m) => m.id === "fake-gpt"));

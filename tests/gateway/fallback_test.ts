@@ -26,29 +26,17 @@ async function withAlias(
   const alpha = startFaultyUpstream("alpha");
   const beta = startFaultyUpstream("beta");
   try {
-    for (
-      const [name, upstream, input, output] of [["alpha", alpha, "1", "2"], [
-        "beta",
-        beta,
-        "3",
-        "4",
-      ]] as const
-    ) {
-      const provider = await stack.graphql(
-        `mutation ($name: String!, $url: String!) {
-          upsertProvider(input: { name: $name, kind: openai_compat, baseUrl: $url, apiKey: "sk-${name}" }) { __typename }
-        }`,
-        { name, url: upstream.url },
-      );
-      assert.equal(
-        provider.data?.upsertProvider && "Provider",
-        "Provider",
-        JSON.stringify(provider),
-      );
-      const model = await stack.graphql(`mutation {
-        upsertModel(input: { name: "${name}-model", provider: "${name}", upstreamName: "${name}-upstream", inputPrice: "${input}", outputPrice: "${output}" }) { __typename }
-      }`);
-      assert.deepEqual(model.data, { upsertModel: { __typename: "Model" } }, JSON.stringify(model));
+    const upstreams = [["alpha", alpha, "1", "2"], ["beta", beta, "3", "4"]] as const;
+    for (const [name, upstream, inputPrice, outputPrice] of upstreams) {
+      await stack.addModel({
+        provider: name,
+        baseUrl: upstream.url,
+        apiKey: `sk-${name}`,
+        model: `${name}-model`,
+        upstreamName: `${name}-upstream`,
+        inputPrice,
+        outputPrice,
+      });
     }
     await stack.database.db.db.insertInto("routes").values({
       name: ALIAS,

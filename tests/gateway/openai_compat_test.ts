@@ -18,21 +18,13 @@ async function withUpstream(
   const stack = await startStack();
   const fake = startFakeUpstream();
   try {
-    const provider = await stack.graphql(
-      `mutation ($url: String!) {
-        upsertProvider(input: { name: "fake", kind: openai_compat, baseUrl: $url, apiKey: "sk-upstream-secret" }) { __typename }
-      }`,
-      { url: fake.url },
-    );
-    assert.deepEqual(
-      provider.data,
-      { upsertProvider: { __typename: "Provider" } },
-      JSON.stringify(provider),
-    );
-    const model = await stack.graphql(`mutation {
-      upsertModel(input: { name: "${MODEL}", provider: "fake", upstreamName: "gpt-upstream", inputPrice: "1", outputPrice: "2" }) { __typename }
-    }`);
-    assert.deepEqual(model.data, { upsertModel: { __typename: "Model" } }, JSON.stringify(model));
+    await stack.addModel({
+      provider: "fake",
+      baseUrl: fake.url,
+      apiKey: "sk-upstream-secret",
+      model: MODEL,
+      upstreamName: "gpt-upstream",
+    });
     const { secret } = await stack.createKey();
     const client = stack.openai(secret);
     await waitFor(async () => (await client.models.list()).data.some((m) => m.id === MODEL));

@@ -24,15 +24,14 @@ async function withClient(
   const stack = await startStack();
   const upstream = startFaultyUpstream("upstream");
   try {
-    await stack.graphql(
-      `mutation ($url: String!) {
-        upsertProvider(input: { name: "up", kind: openai_compat, baseUrl: $url, apiKey: "sk-up" }) { __typename }
-      }`,
-      { url: upstream.url },
-    );
-    await stack.graphql(`mutation {
-      upsertModel(input: { name: "${MODEL}", provider: "up", upstreamName: "up-model", inputPrice: "1", outputPrice: "1" }) { __typename }
-    }`);
+    await stack.addModel({
+      provider: "up",
+      baseUrl: upstream.url,
+      apiKey: "sk-up",
+      model: MODEL,
+      upstreamName: "up-model",
+      outputPrice: "1",
+    });
     const { secret } = await stack.createKey();
     await waitFor(() => stack.gateway.policy.model(MODEL) !== undefined);
     const seen: Seen[] = [];

@@ -29,7 +29,21 @@ export interface Stack {
     options?: { accountName?: string; scopes?: string[] },
   ): Promise<{ accountId: string; keyId: string; secret: string }>;
   openai(secret: string, options?: { maxRetries?: number }): OpenAI;
+  /** A provider and one model on it, made through GraphQL; fails the test if refused. */
+  addModel(options: AddModelOptions): Promise<void>;
   close(): Promise<void>;
+}
+
+export interface AddModelOptions {
+  provider: string;
+  kind?: "openai_compat" | "anthropic";
+  preset?: string;
+  baseUrl: string;
+  apiKey: string;
+  model: string;
+  upstreamName: string;
+  inputPrice?: string;
+  outputPrice?: string;
 }
 
 export interface GraphQLResult<T> {
@@ -121,6 +135,34 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       });
       return { accountId, keyId: created.apiKey.id, secret: created.secret };
     },
+    async addModel(o) {
+      const provider = await graphql(
+        `mutation ($input: UpsertProviderInput!) { upsertProvider(input: $input) { __typename } }`,
+        {
+          input: {
+            name: o.provider,
+            kind: o.kind ?? "openai_compat",
+            preset: o.preset,
+            baseUrl: o.baseUrl,
+            apiKey: o.apiKey,
+          },
+        },
+      );
+      assertTypename(provider, "upsertProvider", "Provider");
+      const model = await graphql(
+        `mutation ($input: UpsertModelInput!) { upsertModel(input: $input) { __typename } }`,
+        {
+          input: {
+            name: o.model,
+            provider: o.provider,
+            upstreamName: o.upstreamName,
+            inputPrice: o.inputPrice ?? "1",
+            outputPrice: o.outputPrice ?? "2",
+          },
+        },
+      );
+      assertTypename(model, "upsertModel", "Model");
+    },
     openai(secret, { maxRetries = 0 } = {}) {
       return new OpenAI({ apiKey: secret, baseURL: `${gateway.url}/v1`, maxRetries });
     },
@@ -130,6 +172,13 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       await database.drop();
     },
   };
+}
+
+function assertTypename(result: GraphQLResult<unknown>, field: string, typename: string): void {
+  const got = (result.data as Record<string, { __typename?: string }> | undefined)?.[field];
+  if (got?.__typename !== typename) {
+    throw new Error(`${field} did not return a ${typename}: ${JSON.stringify(result)}`);
+  }
 }
 
 function controlConfig() {

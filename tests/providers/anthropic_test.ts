@@ -625,21 +625,14 @@ async function withStack(test: (stack: Stack, fake: Fake, client: OpenAI) => Pro
   const stack = await startStack();
   const fake = startFake();
   try {
-    const provider = await stack.graphql(
-      `mutation ($url: String!) {
-        upsertProvider(input: { name: "claude", kind: anthropic, baseUrl: $url, apiKey: "${CREDENTIAL}" }) { __typename }
-      }`,
-      { url: fake.url },
-    );
-    assert.deepEqual(
-      provider.data,
-      { upsertProvider: { __typename: "Provider" } },
-      JSON.stringify(provider),
-    );
-    const model = await stack.graphql(`mutation {
-      upsertModel(input: { name: "${MODEL}", provider: "claude", upstreamName: "claude-sonnet-4-5", inputPrice: "1", outputPrice: "2" }) { __typename }
-    }`);
-    assert.deepEqual(model.data, { upsertModel: { __typename: "Model" } }, JSON.stringify(model));
+    await stack.addModel({
+      provider: "claude",
+      kind: "anthropic",
+      baseUrl: fake.url,
+      apiKey: CREDENTIAL,
+      model: MODEL,
+      upstreamName: "claude-sonnet-4-5",
+    });
     const { secret } = await stack.createKey();
     const client = stack.openai(secret);
     await waitFor(async () => (await client.models.list()).data.some((m) => m.id === MODEL));

@@ -184,20 +184,14 @@ Deno.test("a Kimi stream through the gateway is metered from the usage in its ch
   fake.reply = async (body) =>
     new Response(await Deno.readFile(new URL(body.stream ? "chat.sse" : "chat.json", folder)));
   try {
-    const provider = await stack.graphql(
-      `mutation ($url: String!) {
-        upsertProvider(input: { name: "moonshot", kind: openai_compat, preset: kimi, baseUrl: $url, apiKey: "sk-kimi" }) { __typename }
-      }`,
-      { url: fake.url },
-    );
-    assert.deepEqual(
-      provider.data,
-      { upsertProvider: { __typename: "Provider" } },
-      JSON.stringify(provider),
-    );
-    await stack.graphql(`mutation {
-      upsertModel(input: { name: "kimi-test", provider: "moonshot", upstreamName: "moonshot-v1-8k", inputPrice: "1", outputPrice: "2" }) { __typename }
-    }`);
+    await stack.addModel({
+      provider: "moonshot",
+      preset: "kimi",
+      baseUrl: fake.url,
+      apiKey: "sk-kimi",
+      model: "kimi-test",
+      upstreamName: "moonshot-v1-8k",
+    });
     const client = stack.openai((await stack.createKey()).secret);
     await waitFor(async () => (await client.models.list()).data.some((m) => m.id === "kimi-test"));
     const messages = [{ role: "user" as const, content: "Hello!" }];
