@@ -16,6 +16,7 @@ import { embeddings } from "./routes/embeddings.ts";
 import { images } from "./routes/images.ts";
 import { listModels, retrieveModel } from "./routes/models.ts";
 import { responses } from "./routes/responses.ts";
+import { createDeadlines } from "./routing/deadlines.ts";
 import { type BackoffConfig, createCooldowns } from "./routing/fallback.ts";
 
 export interface AppDeps {
@@ -76,6 +77,23 @@ function routeFor(path: string): Route | undefined {
   return undefined;
 }
 
+/**
+ * The path of a request URL without trailing slashes. Request URLs are
+ * already normalised (scheme://host[:port]/path[?query]), so this slices
+ * instead of building a URL object for every request.
+ */
+export function pathOf(url: string): string {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  if (start < 0) return "";
+  let end = url.length;
+  const query = url.indexOf("?", start);
+  if (query >= 0) end = query;
+  const hash = url.indexOf("#", start);
+  if (hash >= 0 && hash < end) end = hash;
+  while (end > start && url.charCodeAt(end - 1) === 47 /* "/" */) end--;
+  return url.slice(start, end);
+}
+
 export function createApp(deps: AppDeps): (request: Request) => Promise<Response> {
   const clock = deps.clock ?? { now: Date.now, monotonic: () => performance.now() };
   const routeDeps: RouteDeps = {
@@ -88,6 +106,7 @@ export function createApp(deps: AppDeps): (request: Request) => Promise<Response
     streamTimeoutMs: deps.config.streamTimeoutMs,
     backoff: deps.config.backoff ?? DEFAULT_BACKOFF,
     cooldowns: createCooldowns(),
+    deadlines: createDeadlines(),
     now: clock.monotonic,
     sleep: deps.sleep,
     random: deps.random,
@@ -96,7 +115,7 @@ export function createApp(deps: AppDeps): (request: Request) => Promise<Response
 
   return async function handle(request: Request): Promise<Response> {
     const requestId = `req_${crypto.randomUUID().replaceAll("-", "")}`;
-    const path = new URL(request.url).pathname.replace(/\/+$/, "");
+    const path = pathOf(request.url);
     if (path === "/healthz") return new Response("ok", { headers: { "x-request-id": requestId } });
     const ctx: RequestContext = {
       requestId,

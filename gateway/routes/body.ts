@@ -11,6 +11,10 @@ export async function readJsonBody(request: Request, maxBytes: number): Promise<
       retryable: false,
     });
   }
+  if (declared >= 0) {
+    // The framing holds a declared body to its length: read it in one go.
+    return parseJson(await request.text());
+  }
   const reader = request.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -26,8 +30,12 @@ export async function readJsonBody(request: Request, maxBytes: number): Promise<
     chunks.push(value);
   }
   const bytes = chunks.length === 1 ? chunks[0]! : concat(chunks, size);
+  return parseJson(new TextDecoder().decode(bytes));
+}
+
+function parseJson(text: string): unknown {
   try {
-    return JSON.parse(new TextDecoder().decode(bytes));
+    return JSON.parse(text);
   } catch (error) {
     throw new GatewayError("invalid_json", 400, "The request body is not valid JSON.", {
       retryable: false,

@@ -65,13 +65,14 @@ export async function proxy(
     throw error;
   }
   const { target, reply } = served;
-  const headers = new Headers({
+  // A plain record: the runtime copies it into its own header list once.
+  const headers: Record<string, string> = {
     "x-request-id": ctx.requestId,
     "x-tollgate-provider": target.provider.name,
     "x-tollgate-upstream-model": target.model.upstreamName,
     "x-tollgate-attempts": String(served.attempts),
-  });
-  if (resolved.route) headers.set("x-tollgate-route", resolved.route.name);
+  };
+  if (resolved.route) headers["x-tollgate-route"] = resolved.route.name;
 
   if (!reply.stream) {
     let usage = parseUsage(reply.json.usage);
@@ -81,7 +82,7 @@ export async function proxy(
       estimated = usage !== null;
     }
     meter({ route: target, status: 200, usage, estimated, ttfbMs: ctx.now() - ctx.startedAt });
-    headers.set("content-type", "application/json");
+    headers["content-type"] = "application/json";
     return new Response(reply.text, { status: 200, headers });
   }
 
@@ -104,8 +105,8 @@ export async function proxy(
       void meterStreamEnd(ctx, deps, { spec, target, end });
     },
   });
-  headers.set("content-type", "text/event-stream; charset=utf-8");
-  headers.set("cache-control", "no-cache");
+  headers["content-type"] = "text/event-stream; charset=utf-8";
+  headers["cache-control"] = "no-cache";
   return new Response(metered, { status: 200, headers });
 }
 

@@ -11,6 +11,7 @@
 import { GatewayError } from "../errors.ts";
 import type { Operation, Provider, UpstreamReply } from "../providers/provider.ts";
 import type { ProviderPolicy } from "../policy/snapshot.ts";
+import type { Deadlines } from "./deadlines.ts";
 import type { Target } from "./resolve.ts";
 
 export interface BackoffConfig {
@@ -26,6 +27,8 @@ export interface FallbackDeps {
   providerFor: (config: ProviderPolicy) => Provider;
   backoff: BackoffConfig;
   cooldowns: Cooldowns;
+  /** Arms each attempt's timeout. */
+  deadlines: Deadlines;
   /** Monotonic milliseconds. */
   now: () => number;
   sleep?: (ms: number) => Promise<void>;
@@ -98,16 +101,15 @@ export async function sendWithFallback(
     if (waitMs > 0) await sleep(waitMs);
 
     attempts++;
-    // One timer per attempt, cleared when the call ends: AbortSignal.timeout()
+    // A deadline per attempt, cancelled when the call ends: AbortSignal.timeout()
     // would keep every request's objects alive until it fired.
     const controller = new AbortController();
-    const timer = setTimeout(
-      () => controller.abort(new DOMException("The upstream timed out.", "TimeoutError")),
+    const release = deps.deadlines.add(
       call.timeoutMs,
+      () => controller.abort(new DOMException("The upstream timed out.", "TimeoutError")),
     );
-    const release = () => clearTimeout(timer);
     const abort = () => {
-      clearTimeout(timer);
+      release();
       if (!controller.signal.aborted) controller.abort();
     };
     try {

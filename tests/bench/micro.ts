@@ -1,9 +1,9 @@
 /**
-import process from "node:process";
  * In-process cost of the gateway's request pipeline, without sockets: the
  * app's handler against a canned upstream reply and an in-memory policy.
  * `deno run -A tests/bench/micro.ts [--requests N] [--stream] [--no-meter]`
  */
+import process from "node:process";
 import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { sql } from "kysely";

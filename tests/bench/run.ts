@@ -35,6 +35,7 @@ const USAGE = `deno task bench [options]
   --database-url URL   Postgres server for the fresh bench database
                        (default $DATABASE_URL or postgres://postgres@127.0.0.1:5432/postgres)
   --cpu-prof DIR       profile the gateway (V8 --cpu-prof) and list its top self-time functions
+  --floor-tap 1        the floor's SSE stage: 0 pipes the body untouched, 1 reads usage in a TransformStream
   --gateway-flags F    extra \`deno run\` flags for the gateway, e.g. "--v8-flags=--max-old-space-size=64"
   --json               print the results as JSON instead of tables`;
 
@@ -56,6 +57,7 @@ const { values: opts } = parseArgs({
     "database-url": { type: "string" },
     "cpu-prof": { type: "string" },
     "gateway-flags": { type: "string", default: "" },
+    "floor-tap": { type: "string", default: "1" },
     json: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   },
@@ -147,6 +149,8 @@ async function main(): Promise<Results> {
     `${fake.url}/v1`,
     "--key",
     FLOOR_KEY,
+    "--tap",
+    opts["floor-tap"],
   ], { ready: /listening on (http:\/\/\S+?)\/v1/ });
   progress(`floor proxy ${floor.url} (pid ${floor.pid})`);
   const profDir = opts["cpu-prof"];

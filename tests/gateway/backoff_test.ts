@@ -1,5 +1,6 @@
 /** The waits between fallback attempts, with a fake clock, sleep and random source. */
 import assert from "node:assert/strict";
+import { createDeadlines } from "../../gateway/routing/deadlines.ts";
 import { GatewayError } from "../../gateway/errors.ts";
 import type { ModelPolicy, ProviderPolicy } from "../../gateway/policy/snapshot.ts";
 import type { Provider, UpstreamCall } from "../../gateway/providers/provider.ts";
@@ -53,6 +54,7 @@ function harness(models: string[], script: Record<string, Outcome[]>) {
     providerFor: (config) => providers.get(config.id)!,
     backoff: { baseMs: 100, maxMs: 1_000, maxRetryAfterMs: 5_000 },
     cooldowns: createCooldowns(),
+    deadlines: createDeadlines(),
     now: () => clock,
     sleep: (ms) => {
       slept.push(ms);
