@@ -4,8 +4,8 @@
  * caller's dialect.
  */
 import { AGENT_HEADER, parseAgentIdentity } from "./agents/identity.ts";
-import { authenticate } from "./auth/authenticate.ts";
-import { asGatewayError, GatewayError, renderError } from "./errors.ts";
+import { authenticate, createSecretHasher } from "./auth/authenticate.ts";
+import { asGatewayError, GatewayError, renderAnthropicError, renderError } from "./errors.ts";
 import type { UsageSink } from "./metering/usage_queue.ts";
 import type { Policy } from "./policy/snapshot.ts";
 import { createProviderRegistry } from "./providers/mod.ts";
@@ -14,6 +14,7 @@ import { completions } from "./routes/completions.ts";
 import type { RequestContext, RouteDeps } from "./routes/context.ts";
 import { embeddings } from "./routes/embeddings.ts";
 import { images } from "./routes/images.ts";
+import { countTokens, messages } from "./routes/messages.ts";
 import { listModels, retrieveModel } from "./routes/models.ts";
 import { responses } from "./routes/responses.ts";
 import { createDeadlines } from "./routing/deadlines.ts";
@@ -63,6 +64,8 @@ const ROUTES: Record<string, Route> = {
   "/v1/embeddings": { method: "POST", handler: embeddings },
   "/v1/images/generations": { method: "POST", handler: images },
   "/v1/responses": { method: "POST", handler: responses },
+  "/v1/messages": { method: "POST", handler: messages },
+  "/v1/messages/count_tokens": { method: "POST", handler: countTokens },
   "/v1/models": { method: "GET", handler: listModels },
   "/v1/models/*": { method: "GET", handler: retrieveModel },
 };
@@ -94,13 +97,20 @@ export function pathOf(url: string): string {
   return url.slice(start, end);
 }
 
+/**
+ * Whether errors go out in Anthropic's shape: on the Messages endpoints, and
+ * for any caller that sends `anthropic-version` (the Anthropic SDKs always do).
+ */
+function speaksAnthropic(path: string, headers: Headers): boolean {
+  return path.startsWith("/v1/messages") || headers.has("anthropic-version");
+}
+
 export function createApp(deps: AppDeps): (request: Request) => Promise<Response> {
   const clock = deps.clock ?? { now: Date.now, monotonic: () => performance.now() };
   const routeDeps: RouteDeps = {
     policy: deps.policy,
     usage: deps.usage,
     providerFor: createProviderRegistry({ fetch: deps.fetch ?? fetch }),
-    hashingKey: deps.hashingKey,
     maxBodyBytes: deps.config.maxBodyBytes,
     upstreamTimeoutMs: deps.config.upstreamTimeoutMs,
     streamTimeoutMs: deps.config.streamTimeoutMs,
@@ -112,6 +122,8 @@ export function createApp(deps: AppDeps): (request: Request) => Promise<Response
     random: deps.random,
     log: deps.log ?? ((message, error) => console.error(message, error ?? "")),
   };
+
+  const hashSecretCached = createSecretHasher(deps.hashingKey);
 
   return async function handle(request: Request): Promise<Response> {
     const requestId = `req_${crypto.randomUUID().replaceAll("-", "")}`;
@@ -143,7 +155,7 @@ export function createApp(deps: AppDeps): (request: Request) => Promise<Response
       }
       ctx.key = authenticate(request.headers, {
         policy: deps.policy,
-        hashingKey: deps.hashingKey,
+        hash: hashSecretCached,
         now: clock.now(),
       });
       ctx.agent = parseAgentIdentity(request.headers.get(AGENT_HEADER));
@@ -153,7 +165,9 @@ export function createApp(deps: AppDeps): (request: Request) => Promise<Response
       if (gatewayError.status >= 500 && gatewayError.code === "internal_error") {
         routeDeps.log(`Request ${requestId} failed`, error);
       }
-      return renderError(gatewayError, requestId);
+      return speaksAnthropic(path, request.headers)
+        ? renderAnthropicError(gatewayError, requestId)
+        : renderError(gatewayError, requestId);
     }
   };
 }

@@ -1,7 +1,8 @@
 /**
  * One error type for the data plane. A GatewayError carries a stable code
- * from a literal union, an HTTP status and a cause; `renderError` is the one
- * place that turns it into the caller's dialect (OpenAI shape for now).
+ * from a literal union, an HTTP status and a cause; this module is the one
+ * place that turns it into the caller's dialect: `renderError` for OpenAI's
+ * shape, `renderAnthropicError` for Anthropic's.
  */
 
 export type ErrorCode =
@@ -24,6 +25,8 @@ export type ErrorCode =
   | "upstream_error"
   | "upstream_timeout"
   | "upstream_rate_limited"
+  /** The upstream said it is overloaded (Anthropic's 529): Anthropic callers get 529 too. */
+  | "upstream_overloaded"
   | "internal_error";
 
 const TYPES: Record<number, string> = {
@@ -35,6 +38,20 @@ const TYPES: Record<number, string> = {
   413: "invalid_request_error",
   429: "rate_limit_error",
 };
+
+const ANTHROPIC_TYPES: Record<number, string> = {
+  400: "invalid_request_error",
+  401: "authentication_error",
+  402: "billing_error",
+  403: "permission_error",
+  404: "not_found_error",
+  413: "request_too_large",
+  429: "rate_limit_error",
+  529: "overloaded_error",
+};
+
+/** Anthropic's own status for an overloaded API; no other dialect uses it. */
+const OVERLOADED = 529;
 
 export class GatewayError extends Error {
   readonly code: ErrorCode;
@@ -64,6 +81,17 @@ export class GatewayError extends Error {
   get type(): string {
     return TYPES[this.status] ?? (this.status >= 500 ? "api_error" : "invalid_request_error");
   }
+
+  /** The HTTP status in Anthropic's dialect: an overloaded upstream is its 529. */
+  get anthropicStatus(): number {
+    return this.code === "upstream_overloaded" ? OVERLOADED : this.status;
+  }
+
+  /** The Anthropic error `type` for this error's Anthropic status. */
+  get anthropicType(): string {
+    return ANTHROPIC_TYPES[this.anthropicStatus] ??
+      (this.anthropicStatus >= 500 ? "api_error" : "invalid_request_error");
+  }
 }
 
 export function asGatewayError(error: unknown): GatewayError {
@@ -78,11 +106,31 @@ export function renderError(error: GatewayError, requestId: string): Response {
   const body = JSON.stringify({
     error: { message: error.message, type: error.type, param: error.param, code: error.code },
   });
+  return new Response(body, { status: error.status, headers: errorHeaders(error, requestId) });
+}
+
+/**
+ * Renders an error as Anthropic's `{type:"error", error:{type,message},
+ * request_id}`, with the request id also in `request-id`, where Anthropic's
+ * SDKs read it.
+ */
+export function renderAnthropicError(error: GatewayError, requestId: string): Response {
+  const body = JSON.stringify({
+    type: "error",
+    error: { type: error.anthropicType, message: error.message },
+    request_id: requestId,
+  });
+  const headers = errorHeaders(error, requestId);
+  headers.set("request-id", requestId);
+  return new Response(body, { status: error.anthropicStatus, headers });
+}
+
+function errorHeaders(error: GatewayError, requestId: string): Headers {
   const headers = new Headers({
     "content-type": "application/json",
     "x-request-id": requestId,
     "x-should-retry": String(error.retryable),
   });
   if (error.retryAfter !== undefined) headers.set("retry-after", String(error.retryAfter));
-  return new Response(body, { status: error.status, headers });
+  return headers;
 }

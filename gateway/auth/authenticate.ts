@@ -8,40 +8,86 @@ import type { KeyPolicy, Policy } from "../policy/snapshot.ts";
 
 export const INFERENCE_SCOPE = "inference";
 
-/** The bearer token of `Authorization`, or of `x-api-key` (Anthropic SDKs). */
-export function bearerToken(headers: Headers): string | null {
+/** A key as a request presents it, and the header it came in. */
+export interface PresentedKey {
+  secret: string;
+  header: "x-api-key" | "Authorization";
+}
+
+const SEND_IT = "Send it as 'Authorization: Bearer tg_...' or 'x-api-key: tg_...'.";
+
+/**
+ * The key of `x-api-key` (Anthropic's SDKs before 1.0) or of `Authorization:
+ * Bearer` (OpenAI's SDKs, Anthropic's from 1.0). With both, `x-api-key` wins,
+ * as it does at Anthropic.
+ */
+export function presentedKey(headers: Headers): PresentedKey | null {
+  const apiKey = headers.get("x-api-key");
+  if (apiKey) return { secret: apiKey, header: "x-api-key" };
   const authorization = headers.get("authorization");
-  if (authorization) {
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
-    return match ? match[1]! : null;
+  if (!authorization) return null;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+  if (!match) {
+    throw new GatewayError(
+      "missing_api_key",
+      401,
+      `You didn't provide an API key: the Authorization header is not 'Bearer <key>'. ${SEND_IT}`,
+      { retryable: false },
+    );
   }
-  return headers.get("x-api-key");
+  return { secret: match[1]!, header: "Authorization" };
+}
+
+/**
+ * The stored hash of a well-formed secret, or null for one that is not. The
+ * HMAC is worth skipping on the hot path: a bounded map remembers the hashes
+ * of the secrets seen lately (a process that can read this map can read the
+ * requests that carry the same secrets, so it holds nothing new), and is
+ * emptied when full.
+ */
+export type SecretHasher = (secret: string) => string | null;
+
+export const HASH_CACHE_SIZE = 10_000;
+
+export function createSecretHasher(
+  hashingKey: Uint8Array,
+  maxEntries = HASH_CACHE_SIZE,
+): SecretHasher {
+  const hashes = new Map<string, string>();
+  return (secret) => {
+    const known = hashes.get(secret);
+    if (known !== undefined) return known;
+    if (!isWellFormedSecret(secret)) return null;
+    const hash = hashSecret(secret, hashingKey);
+    if (hashes.size >= maxEntries) hashes.clear();
+    hashes.set(secret, hash);
+    return hash;
+  };
 }
 
 export function authenticate(
   headers: Headers,
-  deps: { policy: Policy; hashingKey: Uint8Array; now: number },
+  deps: { policy: Policy; hash: SecretHasher; now: number },
 ): KeyPolicy {
-  const secret = bearerToken(headers);
-  if (!secret) {
-    throw new GatewayError(
-      "missing_api_key",
-      401,
-      "You didn't provide an API key. Send it as 'Authorization: Bearer tg_...'.",
-      { retryable: false },
-    );
+  const presented = presentedKey(headers);
+  if (!presented) {
+    throw new GatewayError("missing_api_key", 401, `You didn't provide an API key. ${SEND_IT}`, {
+      retryable: false,
+    });
   }
-  if (!isWellFormedSecret(secret)) {
+  const { secret, header } = presented;
+  const hash = deps.hash(secret);
+  if (hash === null) {
     throw new GatewayError(
       "invalid_api_key",
       401,
-      "Incorrect API key provided: it is not a Tollgate key (tg_...) or it has a typo.",
+      `Incorrect API key provided in ${header}: it is not a Tollgate key (tg_...) or it has a typo.`,
       { retryable: false },
     );
   }
-  const key = deps.policy.key(hashSecret(secret, deps.hashingKey));
+  const key = deps.policy.key(hash);
   if (!key) {
-    throw new GatewayError("invalid_api_key", 401, "Incorrect API key provided.", {
+    throw new GatewayError("invalid_api_key", 401, `Incorrect API key provided in ${header}.`, {
       retryable: false,
     });
   }

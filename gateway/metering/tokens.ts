@@ -102,3 +102,88 @@ export function countResponsesPromptTokens(input: unknown, instructions?: string
   }
   return countChatPromptTokens(messages) + extra;
 }
+
+/**
+ * Anthropic counts an image as width x height / 750 tokens after scaling it
+ * to at most about 1.15 megapixels, so no image costs more than about 1,600.
+ * The size is not known without decoding the image: every image counts the
+ * ceiling, as does a document the gateway cannot read (a PDF: one page's worth).
+ */
+export const IMAGE_TOKENS = 1600;
+
+/** The parts of a Messages API request that make its prompt. */
+export interface MessagesPrompt {
+  system?: unknown;
+  messages: readonly unknown[];
+  tools?: readonly unknown[];
+}
+
+/**
+ * Prompt tokens of an Anthropic Messages request: the system prompt, each
+ * message framed as in chat, and tool definitions (name, description, input
+ * schema). Text, tool_use input as JSON, tool_result content, document and
+ * search_result text count as tokenized; images as IMAGE_TOKENS; a block of
+ * another type by its JSON; redacted thinking, which is ciphertext, nothing.
+ */
+export function countMessagesPromptTokens(prompt: MessagesPrompt): number {
+  let total = REPLY_PRIMING + contentTokens(prompt.system);
+  for (const message of prompt.messages) {
+    const m = message as Record<string, unknown> | null;
+    total += PER_MESSAGE + textTokens(m?.role) + contentTokens(m?.content);
+  }
+  for (const tool of prompt.tools ?? []) {
+    const t = tool as Record<string, unknown> | null;
+    total += textTokens(t?.name) + textTokens(t?.description) + jsonTokens(t?.input_schema);
+  }
+  return total;
+}
+
+/** A string, or an array of content blocks. */
+function contentTokens(content: unknown): number {
+  if (typeof content === "string") return countTokens(content);
+  if (!Array.isArray(content)) return 0;
+  let total = 0;
+  for (const block of content) total += blockTokens(block);
+  return total;
+}
+
+function blockTokens(block: unknown): number {
+  if (!block || typeof block !== "object") return 0;
+  const b = block as Record<string, unknown>;
+  switch (b.type) {
+    case "text":
+      return textTokens(b.text);
+    case "image":
+      return IMAGE_TOKENS;
+    case "document":
+      return textTokens(b.title) + textTokens(b.context) + documentTokens(b.source);
+    case "search_result":
+      return textTokens(b.title) + textTokens(b.source) + contentTokens(b.content);
+    case "tool_use":
+    case "server_tool_use":
+      return textTokens(b.name) + jsonTokens(b.input);
+    case "tool_result":
+      return contentTokens(b.content);
+    case "thinking":
+      return textTokens(b.thinking);
+    case "redacted_thinking":
+      return 0;
+    default:
+      return jsonTokens(b);
+  }
+}
+
+function documentTokens(source: unknown): number {
+  const s = source as Record<string, unknown> | null;
+  if (s?.type === "text") return textTokens(s.data);
+  if (s?.type === "content") return contentTokens(s.content);
+  return IMAGE_TOKENS;
+}
+
+function textTokens(value: unknown): number {
+  return typeof value === "string" ? countTokens(value) : 0;
+}
+
+function jsonTokens(value: unknown): number {
+  return value === undefined ? 0 : countTokens(JSON.stringify(value));
+}

@@ -6,7 +6,8 @@ import { countTokens } from "./tokens.ts";
  * Usage from an OpenAI `usage` object, or null when absent or malformed. It
  * reads both shapes: chat, completions and embeddings (`prompt_tokens`,
  * `completion_tokens`, absent for embeddings) and the Responses and Images
- * APIs (`input_tokens`, `output_tokens`).
+ * APIs (`input_tokens`, `output_tokens`), and Anthropic's Messages API, whose
+ * `input_tokens` leave out the cache reads and writes that it counts apart.
  */
 export function parseUsage(value: unknown): TokenUsage | null {
   if (!value || typeof value !== "object") return null;
@@ -24,6 +25,18 @@ export function parseUsage(value: unknown): TokenUsage | null {
     : isCount(u.prompt_cache_hit_tokens)
     ? u.prompt_cache_hit_tokens
     : 0;
+  // Anthropic counts cache reads and cache writes apart from input_tokens.
+  const cacheRead = u.cache_read_input_tokens;
+  const cacheWrite = u.cache_creation_input_tokens;
+  if (isCount(cacheRead) || isCount(cacheWrite)) {
+    const read = isCount(cacheRead) ? cacheRead : 0;
+    const write = isCount(cacheWrite) ? cacheWrite : 0;
+    return {
+      promptTokens: prompt + read + write,
+      completionTokens: completion,
+      cachedTokens: read,
+    };
+  }
   return { promptTokens: prompt, completionTokens: completion, cachedTokens: cached };
 }
 
@@ -33,7 +46,8 @@ function isCount(value: unknown): value is number {
 
 /**
  * The generated text of streamed events: chat deltas (content, refusals and
- * tool-call arguments), legacy completion text, and Responses API deltas.
+ * tool-call arguments), legacy completion text, Responses API deltas and
+ * Anthropic content block deltas.
  */
 export function streamedText(events: readonly string[]): string {
   let text = "";
@@ -51,6 +65,13 @@ export function streamedText(events: readonly string[]): string {
     if (typeof chunk.type === "string") {
       // Responses API: output text, refusal and function-call argument deltas.
       if (chunk.type.endsWith(".delta") && typeof chunk.delta === "string") text += chunk.delta;
+      // Anthropic: text, tool input and thinking deltas.
+      if (chunk.type === "content_block_delta" && chunk.delta && typeof chunk.delta === "object") {
+        const delta = chunk.delta as Record<string, unknown>;
+        for (const field of ["text", "partial_json", "thinking"]) {
+          if (typeof delta[field] === "string") text += delta[field];
+        }
+      }
       continue;
     }
     for (const choice of chunk.choices ?? []) {
@@ -84,6 +105,13 @@ export function replyText(json: Record<string, unknown>): string {
     const message = choice.message ?? {};
     if (typeof message.content === "string") text += message.content;
     if (Array.isArray(message.tool_calls)) text += JSON.stringify(message.tool_calls);
+  }
+  // Anthropic: text and tool_use content blocks.
+  if (json.type === "message" && Array.isArray(json.content)) {
+    for (const block of json.content as { text?: unknown; input?: unknown }[]) {
+      if (typeof block.text === "string") text += block.text;
+      if (block.input !== undefined) text += JSON.stringify(block.input);
+    }
   }
   const output = Array.isArray(json.output) ? json.output : [];
   for (const item of output as { content?: { text?: unknown }[]; arguments?: unknown }[]) {

@@ -12,6 +12,7 @@ import {
   loadTokenizer,
   type TextInput,
 } from "../metering/tokens.ts";
+import { GatewayError } from "../errors.ts";
 import { SSE_DONE, sseData } from "../streaming/sse.ts";
 import { mockEmbeddings } from "./mock_embeddings.ts";
 import { mockImages } from "./mock_images.ts";
@@ -22,7 +23,8 @@ import type { Provider, UpstreamCall, UpstreamReply } from "./provider.ts";
 export function createMockProvider(): Provider {
   return {
     kind: "mock",
-    supports: () => true,
+    // Messages reach the mock as chat, translated by the route like any OpenAI-compatible upstream.
+    supports: (op) => op !== "messages",
     async send(call: UpstreamCall): Promise<UpstreamReply> {
       await loadTokenizer();
       switch (call.op) {
@@ -36,6 +38,13 @@ export function createMockProvider(): Provider {
           return await mockImages(call);
         case "responses":
           return mockResponse(call);
+        case "messages":
+          throw new GatewayError(
+            "unsupported_operation",
+            400,
+            "The mock provider serves messages only as chat.",
+            { retryable: false },
+          );
       }
     },
   };

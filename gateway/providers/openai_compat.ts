@@ -37,7 +37,8 @@ export function createOpenAICompatProvider(config: ProviderPolicy, deps: Provide
 
   return {
     kind: "openai_compat",
-    supports: (op) => preset ? preset.operations.includes(op) : true,
+    // Messages are Anthropic's dialect: the route translates them to chat.
+    supports: (op) => op !== "messages" && (preset ? preset.operations.includes(op) : true),
     async send(call: UpstreamCall): Promise<UpstreamReply> {
       let response: Response;
       try {

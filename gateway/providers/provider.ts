@@ -1,16 +1,18 @@
 /**
  * The one contract every provider adapter implements. Adapters speak the
- * OpenAI dialect to the gateway, whatever they speak upstream: a
- * non-streaming reply is OpenAI-shaped JSON for the operation, a streaming
- * reply is the OpenAI-shaped SSE body for it (chat and completion chunks
- * ending in `data: [DONE]`; Responses API events). Upstream failures are
+ * operation's dialect to the gateway, whatever they speak upstream: for the
+ * OpenAI operations a non-streaming reply is OpenAI-shaped JSON, a streaming
+ * reply the OpenAI-shaped SSE body (chat and completion chunks ending in
+ * `data: [DONE]`; Responses API events); for `messages` both are Anthropic's
+ * Messages API as it is, which only Anthropic upstreams serve natively (the
+ * /v1/messages route translates for the others). Upstream failures are
  * thrown as GatewayErrors with a status the caller can act on (retryable or
  * not). An adapter never retries: fallback is the router's job.
  */
 import type { ProviderKind } from "../../schema/database.ts";
 
-/** An OpenAI endpoint, by the path under /v1 it is served on. */
-export type Operation = "chat" | "completions" | "embeddings" | "images" | "responses";
+/** An endpoint, by the path under /v1 it is served on. */
+export type Operation = "chat" | "completions" | "embeddings" | "images" | "responses" | "messages";
 
 export const OPERATION_PATHS: Readonly<Record<Operation, string>> = {
   chat: "/chat/completions",
@@ -18,6 +20,7 @@ export const OPERATION_PATHS: Readonly<Record<Operation, string>> = {
   embeddings: "/embeddings",
   images: "/images/generations",
   responses: "/responses",
+  messages: "/messages",
 };
 
 export interface UpstreamCall {
@@ -26,6 +29,8 @@ export interface UpstreamCall {
   body: Record<string, unknown>;
   stream: boolean;
   signal: AbortSignal;
+  /** Caller headers an upstream of the same dialect should see (anthropic-version, -beta). */
+  headers?: Readonly<Record<string, string>>;
 }
 
 export type UpstreamReply =

@@ -35,6 +35,15 @@ export async function upstreamHttpError(
       { retryable: false },
     );
   }
+  if (status === 529) {
+    // Anthropic's "overloaded": worth another attempt, shown to Anthropic callers as 529.
+    return new GatewayError(
+      "upstream_overloaded",
+      503,
+      `Provider "${provider}" is overloaded${suffix(detail)}`,
+      { retryAfter },
+    );
+  }
   return new GatewayError(
     "upstream_error",
     502,

@@ -7,7 +7,6 @@ import type { FallbackDeps } from "../routing/fallback.ts";
 export interface RouteDeps extends FallbackDeps {
   policy: Policy;
   usage: UsageSink;
-  hashingKey: Uint8Array;
   maxBodyBytes: number;
   upstreamTimeoutMs: number;
   streamTimeoutMs: number;

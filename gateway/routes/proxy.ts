@@ -11,7 +11,7 @@ import { usageEvent } from "../metering/usage_event.ts";
 import type { Operation } from "../providers/provider.ts";
 import { sendWithFallback } from "../routing/fallback.ts";
 import { resolveTargets, type Target } from "../routing/resolve.ts";
-import { meterSse, type StreamEnd } from "../streaming/sse.ts";
+import { meterSse, sseEvent, type StreamEnd } from "../streaming/sse.ts";
 import type { RequestContext, RouteDeps } from "./context.ts";
 import type { TokenUsage } from "../../schema/money.ts";
 
@@ -29,6 +29,26 @@ export interface ProxySpec {
   promptTokens: () => number;
   /** The upstream body for a target; by default the body with `model` replaced. */
   bodyFor?: (target: Target) => Record<string, unknown>;
+  /** The caller's dialect, for in-band stream errors: OpenAI's unless set. */
+  dialect?: Dialect;
+  /** Caller headers an upstream of the caller's dialect should see. */
+  headers?: Readonly<Record<string, string>>;
+  /** How a target that cannot serve `op` natively is served in another operation. */
+  translate?: Translation;
+}
+
+export type Dialect = "openai" | "anthropic";
+
+/**
+ * A call made in another operation (messages sent as chat) and its answer
+ * shown in the caller's dialect. Usage is metered on the upstream's own
+ * answer, before it is translated.
+ */
+export interface Translation {
+  op: Operation;
+  body(target: Target): Record<string, unknown>;
+  json(upstream: Record<string, unknown>, target: Target): Record<string, unknown>;
+  stream(upstream: ReadableStream<Uint8Array>, target: Target): ReadableStream<Uint8Array>;
 }
 
 export async function proxy(
@@ -37,7 +57,11 @@ export async function proxy(
   spec: ProxySpec,
 ): Promise<Response> {
   const resolved = resolveTargets(spec.body.model, ctx.key!, deps.policy);
-  const targets = resolved.targets.filter((t) => deps.providerFor(t.provider).supports(spec.op));
+  const { translate } = spec;
+  const native = (t: Target) => deps.providerFor(t.provider).supports(spec.op);
+  const targets = resolved.targets.filter((t) =>
+    native(t) || (translate !== undefined && deps.providerFor(t.provider).supports(translate.op))
+  );
   if (targets.length === 0) {
     throw new GatewayError(
       "unsupported_operation",
@@ -53,18 +77,27 @@ export async function proxy(
 
   let served;
   try {
+    const bodyFor = spec.bodyFor ??
+      ((t: Target) => ({ ...spec.body, model: t.model.upstreamName }));
     served = await sendWithFallback(targets, {
       op: spec.op,
+      opFor: translate && ((t) => native(t) ? spec.op : translate.op),
       body: spec.body,
       stream: spec.stream,
+      headers: spec.headers,
       timeoutMs,
-      bodyFor: spec.bodyFor ?? ((t) => ({ ...spec.body, model: t.model.upstreamName })),
+      bodyFor: translate ? (t) => native(t) ? bodyFor(t) : translate.body(t) : bodyFor,
     }, deps);
   } catch (error) {
     if (error instanceof GatewayError) meter({ status: error.status, errorCode: error.code });
     throw error;
   }
   const { target, reply } = served;
+  const translation = translate && !native(target) ? translate : null;
+  // The dialect the upstream answered in, which its usage and errors are read in.
+  const upstreamDialect: Dialect = (translation?.op ?? spec.op) === "messages"
+    ? "anthropic"
+    : "openai";
   // A plain record: the runtime copies it into its own header list once.
   const headers: Record<string, string> = {
     "x-request-id": ctx.requestId,
@@ -73,6 +106,7 @@ export async function proxy(
     "x-tollgate-attempts": String(served.attempts),
   };
   if (resolved.route) headers["x-tollgate-route"] = resolved.route.name;
+  if (spec.dialect === "anthropic") headers["request-id"] = ctx.requestId;
 
   if (!reply.stream) {
     let usage = parseUsage(reply.json.usage);
@@ -83,22 +117,28 @@ export async function proxy(
     }
     meter({ route: target, status: 200, usage, estimated, ttfbMs: ctx.now() - ctx.startedAt });
     headers["content-type"] = "application/json";
-    return new Response(reply.text, { status: 200, headers });
+    const text = translation ? JSON.stringify(translation.json(reply.json, target)) : reply.text;
+    return new Response(text, { status: 200, headers });
   }
 
   const metered = meterSse(reply, {
-    stripUsage: spec.stripUsage ?? false,
-    errorEvent: (error) =>
-      JSON.stringify({
-        error: {
-          message: `The upstream stream from "${target.provider.name}" failed: ${
-            error instanceof Error ? error.message : String(error)
-          }`,
-          type: "api_error",
-          param: null,
-          code: "upstream_error",
-        },
-      }),
+    dialect: upstreamDialect,
+    stripUsage: !translation && (spec.stripUsage ?? false),
+    errorEvent: (error) => {
+      const message = `The upstream stream from "${target.provider.name}" failed: ${
+        error instanceof Error ? error.message : String(error)
+      }`;
+      return upstreamDialect === "anthropic"
+        ? sseEvent(
+          "error",
+          JSON.stringify({ type: "error", error: { type: "api_error", message } }),
+        )
+        : `data: ${
+          JSON.stringify({
+            error: { message, type: "api_error", param: null, code: "upstream_error" },
+          })
+        }\n\n`;
+    },
     onEnd: (end) => {
       if (end.reason === "done") served.release();
       else served.abort();
@@ -107,7 +147,8 @@ export async function proxy(
   });
   headers["content-type"] = "text/event-stream; charset=utf-8";
   headers["cache-control"] = "no-cache";
-  return new Response(metered, { status: 200, headers });
+  const body = translation ? translation.stream(metered, target) : metered;
+  return new Response(body, { status: 200, headers });
 }
 
 /** Meters a finished stream; a stream without reported usage is estimated, never zero. */

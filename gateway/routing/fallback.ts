@@ -37,8 +37,12 @@ export interface FallbackDeps {
 
 export interface FallbackCall {
   op: Operation;
+  /** The operation a target is called with, when not `op` (a translated call). */
+  opFor?: (target: Target) => Operation;
   body: Record<string, unknown>;
   stream: boolean;
+  /** Caller headers an upstream of the caller's dialect should see. */
+  headers?: Readonly<Record<string, string>>;
   /** Per-attempt timeout. */
   timeoutMs: number;
   /** Sets `model` (and anything else target-specific) on a copy of the body. */
@@ -114,10 +118,11 @@ export async function sendWithFallback(
     };
     try {
       const reply = await provider.send({
-        op: call.op,
+        op: call.opFor?.(target) ?? call.op,
         body: call.bodyFor(target),
         stream: call.stream,
         signal: controller.signal,
+        headers: call.headers,
       });
       const served = await firstBytes(reply, target, deps.now);
       if (!served.stream) release();

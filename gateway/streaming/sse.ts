@@ -1,12 +1,12 @@
 /**
  * Server-sent events, parsed once (eventsource-parser) and written once.
  *
- * `meterSse` sits between an upstream's OpenAI-shaped SSE body and the
- * client. It finds the usage chunk without parsing every event, strips that
- * chunk when the client did not ask for it, turns an upstream failure into an
- * in-band error event, and reports how the stream ended exactly once: done,
- * cut by the upstream, or cancelled by the client (whose cancel aborts the
- * upstream request).
+ * `meterSse` sits between an upstream's SSE body (OpenAI's or Anthropic's
+ * dialect) and the client. It finds the usage without parsing every event,
+ * strips OpenAI's usage chunk when the client did not ask for it, turns an
+ * upstream failure into an in-band error event, and reports how the stream
+ * ended exactly once: done, cut by the upstream, or cancelled by the client
+ * (whose cancel aborts the upstream request).
  */
 import { createParser } from "eventsource-parser";
 import type { TokenUsage } from "../../schema/money.ts";
@@ -17,6 +17,11 @@ const encoder = new TextEncoder();
 /** Encodes one SSE `data:` event. */
 export function sseData(data: string): Uint8Array {
   return encoder.encode(`data: ${data}\n\n`);
+}
+
+/** One named SSE event, as text (Anthropic names every event; its SDKs skip unnamed ones). */
+export function sseEvent(name: string, data: string): string {
+  return `event: ${name}\ndata: ${data}\n\n`;
 }
 
 export const SSE_DONE = "[DONE]";
@@ -33,10 +38,16 @@ export interface StreamEnd {
 }
 
 export interface MeterOptions {
-  /** Remove the usage-only chunk (the client did not set include_usage). */
+  /**
+   * The upstream's event dialect: OpenAI's (usage on a chunk, ending in
+   * `[DONE]`) or Anthropic's Messages (usage on message_start and
+   * message_delta, ending in message_stop).
+   */
+  dialect?: "openai" | "anthropic";
+  /** Remove the usage-only chunk (the client did not set include_usage); OpenAI only. */
   stripUsage: boolean;
   onEnd(end: StreamEnd): void;
-  /** Builds the in-band error event sent when the upstream fails mid-stream. */
+  /** Builds the whole in-band error event sent when the upstream fails mid-stream. */
   errorEvent?: (error: unknown) => string;
 }
 
@@ -64,9 +75,26 @@ export function meterSse(source: SseSource, options: MeterOptions): ReadableStre
     options.onEnd({ usage, reason, events, firstByteAt });
   };
 
+  const anthropic = options.dialect === "anthropic" ? anthropicUsage() : null;
   const parser = createParser({
     onEvent(event) {
       const data = event.data;
+      if (anthropic) {
+        switch (event.event) {
+          case "message_stop":
+            sawDone = true;
+            return;
+          case "message_start":
+          case "message_delta":
+            usage = anthropic.read(data) ?? usage;
+            return;
+          case "content_block_delta":
+            if (usage === null) events.push(data);
+            return;
+          default:
+            return;
+        }
+      }
       if (data === SSE_DONE) {
         sawDone = true;
         if (options.stripUsage) out.push(`data: ${SSE_DONE}\n\n`);
@@ -100,7 +128,7 @@ export function meterSse(source: SseSource, options: MeterOptions): ReadableStre
             chunk = await reader.read();
           } catch (error) {
             const event = options.errorEvent?.(error);
-            if (event) controller.enqueue(sseData(event));
+            if (event) controller.enqueue(encoder.encode(event));
             controller.close();
             end("upstream_error");
             return;
@@ -158,4 +186,31 @@ function usageIn(data: string): { usage: TokenUsage; usageOnly: boolean } | null
   } catch {
     return null;
   }
+}
+
+/**
+ * Anthropic's usage across a stream: message_start carries the input side
+ * (and an early output count), each message_delta the cumulative output and
+ * any input figures that changed. Usage counts as reported once a
+ * message_delta has arrived; a stream cut before that is estimated.
+ */
+function anthropicUsage() {
+  const totals: Record<string, number> = {};
+  return {
+    read(data: string): TokenUsage | null {
+      let event: { type?: string; usage?: unknown; message?: { usage?: unknown } };
+      try {
+        event = JSON.parse(data);
+      } catch {
+        return null;
+      }
+      const fields = event.type === "message_start" ? event.message?.usage : event.usage;
+      if (fields && typeof fields === "object") {
+        for (const [name, value] of Object.entries(fields)) {
+          if (typeof value === "number") totals[name] = value;
+        }
+      }
+      return event.type === "message_delta" ? parseUsage(totals) : null;
+    },
+  };
 }

@@ -537,7 +537,7 @@ Deno.test("Anthropic HTTP errors map to statuses the router can act on", async (
       ],
       [
         Response.json(error("overloaded_error", "Overloaded"), { status: 529 }),
-        { status: 502, code: "upstream_error", retryable: true },
+        { status: 503, code: "upstream_overloaded", retryable: true },
       ],
       [
         Response.json(error("invalid_request_error", "max_tokens: too big"), { status: 400 }),
@@ -570,7 +570,7 @@ Deno.test("an error event mid-stream errors the output stream after what came be
     const events: string[] = [];
     await assert.rejects(
       sseEvents(stream(await send(provider, { messages: hi }, true)), events),
-      isGatewayError({ status: 502, code: "upstream_error", retryable: true }),
+      isGatewayError({ status: 503, code: "upstream_overloaded", retryable: true }),
     );
     const text = events.map((data) => JSON.parse(data).choices[0]?.delta.content ?? "").join("");
     assert.equal(text, "Hello! How can I");

@@ -2,7 +2,7 @@
  * Anthropic failures as GatewayErrors. HTTP errors go through the shared
  * mapping (upstream_error.ts reads Anthropic's `{type:"error", error:{type,
  * message}}` body as it reads OpenAI's; 529 overloaded comes out as a
- * retryable 502). An `event: error` inside a stream carries only the error's
+ * retryable upstream_overloaded). An `event: error` inside a stream carries only the error's
  * type, mapped here the same way its HTTP status would be.
  */
 import { GatewayError } from "../../errors.ts";
@@ -41,7 +41,13 @@ export function streamEventError(data: unknown, provider: string): GatewayError 
         `Provider "${provider}" refused the gateway's credential (${type}); the operator must fix it.`,
         { retryable: false },
       );
-    default: // overloaded_error, api_error and anything new: worth another attempt
+    case "overloaded_error":
+      return new GatewayError(
+        "upstream_overloaded",
+        503,
+        `Provider "${provider}" is overloaded${detail}`,
+      );
+    default: // api_error and anything new: worth another attempt
       return new GatewayError(
         "upstream_error",
         502,
