@@ -137,8 +137,16 @@ export function meterSse(source: SseSource, options: MeterOptions): ReadableStre
         if (chunk.done) {
           parser.feed(decoder.decode());
           flush(controller);
+          if (anthropic && !sawDone) {
+            // Anthropic streams always end in message_stop: without it the
+            // answer is incomplete, and the client must be told so in-band.
+            const event = options.errorEvent?.(
+              new Error("the upstream ended the stream before message_stop"),
+            );
+            if (event) controller.enqueue(encoder.encode(event));
+          }
           controller.close();
-          end(sawDone || usage ? "done" : "upstream_cut");
+          end(sawDone || (usage && !anthropic) ? "done" : "upstream_cut");
           return;
         }
         parser.feed(decoder.decode(chunk.value, { stream: true }));

@@ -1,8 +1,11 @@
 /**
  * The whole of Tollgate for a test: a fresh database, both planes on random
  * ports, and helpers that talk to them the way a user does (GraphQL over
- * HTTP, the official openai client).
+ * HTTP, the official openai client, the official Anthropic client of either
+ * major version).
  */
+import Anthropic from "@anthropic-ai/sdk";
+import Anthropic0 from "@anthropic-ai/sdk-0";
 import OpenAI from "openai";
 import { ensureAdminToken } from "../../control/auth.ts";
 import { startControl } from "../../control/server.ts";
@@ -29,6 +32,8 @@ export interface Stack {
     options?: { accountName?: string; scopes?: string[] },
   ): Promise<{ accountId: string; keyId: string; secret: string }>;
   openai(secret: string, options?: { maxRetries?: number }): OpenAI;
+  /** An Anthropic client of SDK major `sdk` (default 1) on the gateway; see ANTHROPIC_SDKS. */
+  anthropic(secret: string, options?: AnthropicClientOptions): Anthropic;
   /** A provider and one model on it, made through GraphQL; fails the test if refused. */
   addModel(options: AddModelOptions): Promise<void>;
   close(): Promise<void>;
@@ -44,6 +49,32 @@ export interface AddModelOptions {
   upstreamName: string;
   inputPrice?: string;
   outputPrice?: string;
+}
+
+/**
+ * The official Anthropic SDK of each major version: 1.x (anthropic-version
+ * 2026-10-21, `Authorization: Bearer`) and the last 0.x (2023-06-01,
+ * `x-api-key`). Both are typed as 1.x: the calls tests make (messages,
+ * count_tokens, models, the error classes) have the same shape in both.
+ */
+export const ANTHROPIC_SDKS = {
+  1: Anthropic,
+  0: Anthropic0 as unknown as typeof Anthropic,
+} as const;
+
+export type AnthropicSdk = keyof typeof ANTHROPIC_SDKS;
+
+/** Every SDK major, newest first, for tests that run a case on each. */
+export const SDK_MAJORS: readonly AnthropicSdk[] = [1, 0];
+
+/** The anthropic-version each SDK major sends by default. */
+export const SDK_VERSIONS = { 1: "2026-10-21", 0: "2023-06-01" } as const;
+
+export interface AnthropicClientOptions {
+  sdk?: AnthropicSdk;
+  maxRetries?: number;
+  /** Sees every request and response, e.g. to record statuses or headers. */
+  fetch?: typeof fetch;
 }
 
 export interface GraphQLResult<T> {
@@ -165,6 +196,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     },
     openai(secret, { maxRetries = 0 } = {}) {
       return new OpenAI({ apiKey: secret, baseURL: `${gateway.url}/v1`, maxRetries });
+    },
+    anthropic(secret, { sdk = 1, maxRetries = 0, fetch } = {}) {
+      // No /v1: the SDK's paths start with it.
+      return new ANTHROPIC_SDKS[sdk]({ apiKey: secret, baseURL: gateway.url, maxRetries, fetch });
     },
     async close() {
       await gateway.shutdown();
