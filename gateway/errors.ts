@@ -27,11 +27,14 @@ export type ErrorCode =
   | "upstream_rate_limited"
   /** The upstream said it is overloaded (Anthropic's 529): Anthropic callers get 529 too. */
   | "upstream_overloaded"
+  /** The balance cannot cover the request's worst case (402). */
+  | "insufficient_quota"
   | "internal_error";
 
 const TYPES: Record<number, string> = {
   400: "invalid_request_error",
   401: "authentication_error",
+  402: "insufficient_quota",
   403: "permission_error",
   404: "invalid_request_error",
   405: "invalid_request_error",
