@@ -39,7 +39,15 @@ const db = await createDb({
 });
 await migrateToLatest(db.db);
 if (gatewayConfig.seedMockProvider) await seedMockProvider(db.db);
-const keys = await loadServerKeys({ secret: gatewayConfig.secret, dataDir: gatewayConfig.dataDir });
+const keys = await loadServerKeys({
+  secret: gatewayConfig.secret,
+  dataDir: gatewayConfig.dataDir,
+  kek: gatewayConfig.kek,
+}).catch((error) => {
+  if (!(error instanceof ConfigError)) throw error;
+  console.error(error.message);
+  Deno.exit(1);
+});
 const { generated } = await ensureAdminToken(db.db, keys, controlConfig.adminToken);
 const control = await startControl({ db: db.db, keys, config: controlConfig });
 const gateway = await startGateway({ db, keys, config: gatewayConfig });

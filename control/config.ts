@@ -1,10 +1,13 @@
 /**
- * The control plane's configuration: the shared settings plus where to
- * listen and the optional bootstrap admin token. Nothing else in control/
- * reads the environment.
+ * The control plane's configuration: the shared settings and billing rates,
+ * plus where to listen and the optional bootstrap admin token. Nothing else
+ * in control/ reads the environment.
  */
 import { z } from "zod";
 import {
+  type BillingConfig,
+  billingConfig,
+  billingEnvShape,
   parseEnv,
   portSetting,
   type SharedConfig,
@@ -14,6 +17,7 @@ import {
 
 const controlEnvSchema = z.object({
   ...sharedEnvShape,
+  ...billingEnvShape,
   TOLLGATE_CONTROL_PORT: portSetting(8081),
   TOLLGATE_HOST: z.string().min(1).default("127.0.0.1"),
   TOLLGATE_ADMIN_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
@@ -25,6 +29,8 @@ export interface ControlConfig extends SharedConfig {
   hostname: string;
   /** A bootstrap operator token accepted in addition to the stored ones. */
   adminToken?: string;
+  /** The operator fee, the BYOK routing fee and free requests. */
+  billing: Readonly<BillingConfig>;
 }
 
 /** Reads the control plane's settings from `env`, or throws a ConfigError listing every problem. */
@@ -35,5 +41,6 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     port: parsed.TOLLGATE_CONTROL_PORT,
     hostname: parsed.TOLLGATE_HOST,
     adminToken: parsed.TOLLGATE_ADMIN_TOKEN,
+    billing: billingConfig(parsed),
   });
 }

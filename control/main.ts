@@ -20,7 +20,15 @@ function loadConfigOrExit() {
 const config = loadConfigOrExit();
 const database = await createDb({ databaseUrl: config.databaseUrl, dataDir: config.pgliteDir });
 await migrateToLatest(database.db);
-const keys = await loadServerKeys({ secret: config.secret, dataDir: config.dataDir });
+const keys = await loadServerKeys({
+  secret: config.secret,
+  dataDir: config.dataDir,
+  kek: config.kek,
+}).catch((error) => {
+  if (!(error instanceof ConfigError)) throw error;
+  console.error(error.message);
+  Deno.exit(1);
+});
 const { generated } = await ensureAdminToken(database.db, keys, config.adminToken);
 if (generated) {
   console.log(

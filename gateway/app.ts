@@ -11,7 +11,7 @@ import type { Policy } from "./policy/snapshot.ts";
 import { createProviderRegistry } from "./providers/mod.ts";
 import { chatCompletions } from "./routes/chat_completions.ts";
 import { completions } from "./routes/completions.ts";
-import type { RequestContext, RouteDeps } from "./routes/context.ts";
+import type { Billing, RequestContext, RouteDeps } from "./routes/context.ts";
 import { embeddings } from "./routes/embeddings.ts";
 import { images } from "./routes/images.ts";
 import { countTokens, messages } from "./routes/messages.ts";
@@ -23,6 +23,8 @@ import { type BackoffConfig, createCooldowns } from "./routing/fallback.ts";
 export interface AppDeps {
   policy: Policy;
   usage: UsageSink;
+  /** Prepaid balances; without it nothing is reserved or charged. */
+  billing?: Billing;
   hashingKey: Uint8Array;
   config: {
     maxBodyBytes: number;
@@ -115,6 +117,7 @@ export function createApp(deps: AppDeps): (request: Request) => Promise<Response
     upstreamTimeoutMs: deps.config.upstreamTimeoutMs,
     streamTimeoutMs: deps.config.streamTimeoutMs,
     backoff: deps.config.backoff ?? DEFAULT_BACKOFF,
+    billing: deps.billing,
     cooldowns: createCooldowns(),
     deadlines: createDeadlines(),
     now: clock.monotonic,

@@ -1,5 +1,6 @@
 // `deno task gateway`: the data plane alone, on DATABASE_URL (or the embedded
-// database when nothing else uses it). Only wires and serves.
+// database when nothing else uses it). Only wires and serves; SIGINT and
+// SIGTERM drain open streams and flush the usage queue before exiting.
 import { ConfigError } from "../schema/config.ts";
 import { createDb } from "../schema/db.ts";
 import { loadServerKeys } from "../schema/secrets.ts";
@@ -23,8 +24,17 @@ const keys = await loadServerKeys({ secret: config.secret, dataDir: config.dataD
 const gateway = await startGateway({ db, keys, config });
 console.log(`Tollgate gateway listening on ${gateway.url}/v1`);
 
+/** How long flushing and closing may take after the drain; the spool keeps what is left. */
+const CLOSE_GRACE_MS = 15_000;
+let stopping = false;
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   Deno.addSignalListener(signal, async () => {
+    if (stopping) return;
+    stopping = true;
+    setTimeout(() => {
+      console.error("Shutdown is stuck (on the database?); exiting, the spool keeps the usage");
+      Deno.exit(1);
+    }, config.drainTimeoutMs + CLOSE_GRACE_MS);
     await gateway.shutdown();
     await db.close();
     Deno.exit(0);

@@ -2,7 +2,8 @@
 // balance a gateway replica has leased to reserve from in memory. An
 // account's `reserved` is the sum of its leases' amounts, and a lease is
 // granted only while `balance - reserved` covers it, so across any number of
-// replicas spent + reserved never exceeds what was credited.
+// replicas spent + reserved never exceeds what was credited. Usage events
+// record how each request was billed.
 import { type Kysely, sql } from "kysely";
 
 // deno-lint-ignore no-explicit-any
@@ -33,10 +34,33 @@ export async function up(db: Kysely<any>): Promise<void> {
     .execute();
   await db.schema.createIndex("allowances_account_idx").on("allowances").column("account_id")
     .execute();
+
+  // Balances now move with every settled batch: those changes are money, not
+  // policy, and must not make every gateway reload its snapshot.
+  await sql`drop trigger accounts_notify_policy on accounts`.execute(db);
+  await sql`
+    create trigger accounts_notify_policy after insert or update or delete on accounts
+    for each row execute function tollgate_notify_policy('balance', 'reserved', 'updated_at')`
+    .execute(db);
+
+  // What each request was billed: the mode, and the operator's fee on top of `cost`.
+  await db.schema.alterTable("usage_events")
+    .addColumn(
+      "billing_mode",
+      "text",
+      (c) => c.notNull().defaultTo("standard").check(sql`billing_mode in ('standard', 'byok')`),
+    )
+    .addColumn("fee", "int8", (c) => c.notNull().defaultTo(0))
+    .execute();
 }
 
 // deno-lint-ignore no-explicit-any
 export async function down(db: Kysely<any>): Promise<void> {
+  await db.schema.alterTable("usage_events").dropColumn("fee").dropColumn("billing_mode").execute();
+  await sql`drop trigger accounts_notify_policy on accounts`.execute(db);
+  await sql`
+    create trigger accounts_notify_policy after insert or update or delete on accounts
+    for each row execute function tollgate_notify_policy()`.execute(db);
   await db.schema.dropTable("allowances").ifExists().execute();
   await db.schema.alterTable("accounts").dropColumn("reserved").execute();
 }

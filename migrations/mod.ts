@@ -8,11 +8,17 @@ import { type Migration, type MigrationResultSet, Migrator } from "kysely/migrat
 import * as init from "./2026_11_22_0001_init.ts";
 import * as agents from "./2026_11_22_0002_agents.ts";
 import * as routing from "./2026_11_22_0003_routing.ts";
+import * as byok from "./2026_11_22_0004_byok.ts";
+import * as ledger from "./2026_11_22_0005_ledger.ts";
+import * as allowances from "./2026_11_22_0006_allowances.ts";
 
 export const migrations: Record<string, Migration> = {
   "2026_11_22_0001_init": init,
   "2026_11_22_0002_agents": agents,
   "2026_11_22_0003_routing": routing,
+  "2026_11_22_0004_byok": byok,
+  "2026_11_22_0005_ledger": ledger,
+  "2026_11_22_0006_allowances": allowances,
 };
 
 // deno-lint-ignore no-explicit-any

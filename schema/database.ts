@@ -26,6 +26,7 @@ export type ModelStatus = "active" | "disabled";
 export type MemberRole = "owner" | "admin" | "member" | "viewer";
 export type RouteStrategy = "fallback" | "cheapest";
 export type RouteStatus = "active" | "disabled";
+export type BillingMode = "standard" | "byok";
 
 export interface AccountsTable {
   id: Generated<string>;
@@ -33,6 +34,8 @@ export interface AccountsTable {
   status: ColumnType<AccountStatus, AccountStatus | undefined, AccountStatus>;
   /** Cached balance in microcents, kept in the same transaction as the ledger. */
   balance: ColumnType<bigint, bigint | number | undefined, bigint | number>;
+  /** Microcents leased to gateway replicas: the sum of the account's allowances. */
+  reserved: ColumnType<bigint, bigint | number | undefined, bigint | number>;
   created_at: CreatedAt;
   updated_at: CreatedAt;
 }
@@ -98,6 +101,20 @@ export interface RoutesTable {
   updated_at: CreatedAt;
 }
 
+/** A customer's own provider key (BYOK): one per account and provider. */
+export interface CustomerProviderKeysTable {
+  id: Generated<string>;
+  account_id: string;
+  provider_id: string;
+  /** Envelope-sealed (envelope.ts) with AAD "byok:<account_id>:<provider_id>"; never returned. */
+  ciphertext: string;
+  /** The KEK the envelope's data key is wrapped under. */
+  kek_id: string;
+  last4: string;
+  created_at: CreatedAt;
+  updated_at: CreatedAt;
+}
+
 export interface ModelsTable {
   id: Generated<string>;
   /** The public name callers send as `model`. */
@@ -129,6 +146,17 @@ export interface LedgerEntriesTable {
   created_at: CreatedAt;
 }
 
+/** Part of a balance a gateway replica leased to reserve from in memory. */
+export interface AllowancesTable {
+  id: Generated<string>;
+  account_id: string;
+  replica_id: string;
+  amount: Int8;
+  expires_at: Timestamp;
+  created_at: CreatedAt;
+  updated_at: CreatedAt;
+}
+
 export interface UsageEventsTable {
   /** The request id; replaying an event is idempotent on it. */
   request_id: string;
@@ -152,6 +180,10 @@ export interface UsageEventsTable {
   total_tokens: number;
   /** Microcents. */
   cost: Int8;
+  /** Standard (prepaid, provider cost + fee) or BYOK (the customer's own provider key). */
+  billing_mode: ColumnType<BillingMode, BillingMode | undefined, BillingMode>;
+  /** The operator's fee charged on top of `cost`, in microcents. */
+  fee: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
   /** True when usage was estimated (a cut stream), not reported upstream. */
   estimated: boolean;
   latency_ms: number;
@@ -203,10 +235,12 @@ export interface Database {
   models: ModelsTable;
   routes: RoutesTable;
   ledger_entries: LedgerEntriesTable;
+  allowances: AllowancesTable;
   usage_events: UsageEventsTable;
   audit_log: AuditLogTable;
   admin_tokens: AdminTokensTable;
   agents: AgentsTable;
+  customer_provider_keys: CustomerProviderKeysTable;
 }
 
 export type Account = Selectable<AccountsTable>;
@@ -219,13 +253,14 @@ export type ModelUpdate = Updateable<ModelsTable>;
 export type UsageEvent = Selectable<UsageEventsTable>;
 export type NewUsageEvent = Insertable<UsageEventsTable>;
 export type AuditEntry = Selectable<AuditLogTable>;
+export type CustomerProviderKey = Selectable<CustomerProviderKeysTable>;
 
 /** The channel the policy-table triggers notify on. */
 export const POLICY_CHANNEL = "tollgate_policy";
 
 /** The payload of a policy notification. */
 export interface PolicyChange {
-  table: "accounts" | "api_keys" | "providers" | "models" | "routes";
+  table: "accounts" | "api_keys" | "providers" | "models" | "routes" | "customer_provider_keys";
   op: "INSERT" | "UPDATE" | "DELETE";
   id: string;
 }

@@ -87,6 +87,13 @@ Deno.test({
           adminToken,
           `mutation { createApiKey(input: {accountId: "${createAccount.id}", name: "laptop"}) { ... on CreatedApiKey { secret } } }`,
         );
+        // As the quickstart does: requests are prepaid.
+        const { adjustBalance } = await gql(
+          first.control,
+          adminToken,
+          `mutation { adjustBalance(input: {accountId: "${createAccount.id}", amount: "10", reason: "quickstart"}) { ... on BalanceAdjustment { balance } } }`,
+        );
+        assert.equal(adjustBalance.balance, "10.00000000");
         const client = new OpenAI({
           baseURL: first.gateway,
           apiKey: createApiKey.secret,

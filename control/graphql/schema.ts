@@ -4,8 +4,10 @@ import "./types/errors.ts";
 import "./types/account.ts";
 import "./types/api_key.ts";
 import "./types/provider.ts";
+import "./types/provider_key.ts";
 import "./types/model.ts";
 import "./types/route.ts";
 import "./types/usage.ts";
+import "./types/ledger.ts";
 
 export const schema = builder.toSchema();

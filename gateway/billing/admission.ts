@@ -48,23 +48,27 @@ export interface AdmitRequest {
   maxTokens: number | null;
   /** A bound on the prompt's tokens that costs nothing to compute. */
   promptBound: number;
-  /** The prompt's tokens, counted (the tokenizer is loaded by the caller). */
-  countPrompt: () => number;
+  /** The prompt's tokens, counted with the tokenizer. */
+  countPrompt: () => number | Promise<number>;
   feeBps: number;
 }
 
-/** Reserves the request's worst case, or throws 402 insufficient_quota. */
+/**
+ * Reserves the request's worst case, or throws 402 insufficient_quota. null
+ * when there is nothing to reserve (the models are free).
+ */
 export async function admit(
   allowances: Allowances,
   request: AdmitRequest,
-): Promise<Reservation> {
+): Promise<Reservation | null> {
   const { models, maxTokens, feeBps } = request;
   const bound = worstCaseCost(models, { promptTokens: request.promptBound, maxTokens }, feeBps);
+  if (bound === 0n) return null;
   const quick = await allowances.reserve(request.accountId, bound);
   if (quick) return quick;
   const counted = worstCaseCost(
     models,
-    { promptTokens: request.countPrompt(), maxTokens },
+    { promptTokens: await request.countPrompt(), maxTokens },
     feeBps,
   );
   const reserved = counted < bound ? await allowances.reserve(request.accountId, counted) : null;

@@ -22,6 +22,8 @@ export interface Lease {
   amount: bigint;
   /** Microcents this call added. */
   granted: bigint;
+  /** The account's balance when the lease grew (before charges not yet settled). */
+  balance: bigint;
 }
 
 export interface GrowRequest {
@@ -56,9 +58,9 @@ export function createAllowanceStore(db: Kysely<Database>): AllowanceStore {
   return {
     async grow(r) {
       const share = BigInt(Math.max(1, Math.floor(r.share)));
-      const { rows } = await sql<{ id: string; amount: string; granted: string }>`
+      const { rows } = await sql<{ id: string; amount: string; granted: string; balance: string }>`
         with account as (
-          select id, balance - reserved as free from accounts
+          select id, balance, balance - reserved as free from accounts
           where id = ${r.accountId} and status = 'active'
           for update
         ), grant_ as (
@@ -83,11 +85,19 @@ export function createAllowanceStore(db: Kysely<Database>): AllowanceStore {
           from reserve where not exists (select 1 from grown)
           returning id, amount, amount as granted
         )
-        select id, amount::text, granted::text from grown
-        union all select id, amount::text, granted::text from created
+        select id, amount::text, granted::text, (select balance::text from account) as balance
+        from grown
+        union all
+        select id, amount::text, granted::text, (select balance::text from account) from created
       `.execute(db);
       const row = rows[0];
-      return row ? { id: row.id, amount: BigInt(row.amount), granted: BigInt(row.granted) } : null;
+      if (!row) return null;
+      return {
+        id: row.id,
+        amount: BigInt(row.amount),
+        granted: BigInt(row.granted),
+        balance: BigInt(row.balance),
+      };
     },
 
     async release(leaseId) {

@@ -48,6 +48,11 @@ export interface Allowances {
   committed(accountId: string, leaseId: string, amount: bigint): void;
   /** What is leased and held for an account, for tests and metrics. */
   peek(accountId: string): { leaseId: string | null; leased: bigint; held: bigint } | undefined;
+  /**
+   * The balance as this replica knows it: the database's at the last lease
+   * growth, less this replica's charges since (other replicas' are not seen).
+   */
+  balance(accountId: string): bigint | null;
   /** Renews held leases and releases idle ones; runs on a timer too. */
   tick(): Promise<void>;
   /** Releases every idle lease; the rest expire. */
@@ -58,6 +63,10 @@ interface AccountAllowance {
   leaseId: string | null;
   leased: bigint;
   held: bigint;
+  /** The balance at the last growth, less charges committed since; null before any. */
+  balance: bigint | null;
+  /** Charges settled here and not yet committed (part of `held`). */
+  owed: bigint;
   growing: Promise<void> | null;
   releasing: Promise<void> | null;
 }
@@ -70,7 +79,15 @@ export function createAllowances(options: AllowanceOptions): Allowances {
   const stateOf = (accountId: string) => {
     let state = accounts.get(accountId);
     if (!state) {
-      state = { leaseId: null, leased: 0n, held: 0n, growing: null, releasing: null };
+      state = {
+        leaseId: null,
+        leased: 0n,
+        held: 0n,
+        balance: null,
+        owed: 0n,
+        growing: null,
+        releasing: null,
+      };
       accounts.set(accountId, state);
     }
     return state;
@@ -112,6 +129,7 @@ export function createAllowances(options: AllowanceOptions): Allowances {
         // A swept lease was replaced by a new one: what it held is gone.
         state.leased = lease.id === state.leaseId ? state.leased + lease.granted : lease.amount;
         state.leaseId = lease.id;
+        state.balance = lease.balance;
       })().finally(() => {
         state.growing = null;
       });
@@ -171,14 +189,21 @@ export function createAllowances(options: AllowanceOptions): Allowances {
     settle(reservation, cost) {
       const state = stateOf(reservation.accountId);
       state.held += cost - reservation.amount;
+      state.owed += cost;
     },
     committed(accountId, leaseId, amount) {
       const state = accounts.get(accountId);
       if (!state) return;
       state.held -= amount;
+      state.owed -= amount;
+      if (state.balance !== null) state.balance -= amount;
       if (state.leaseId === leaseId) {
         state.leased = state.leased > amount ? state.leased - amount : 0n;
       }
+    },
+    balance(accountId) {
+      const state = accounts.get(accountId);
+      return state?.balance == null ? null : state.balance - state.owed;
     },
     peek(accountId) {
       const state = accounts.get(accountId);

@@ -1,5 +1,6 @@
-/** Builds the usage_events row for one answered request. */
-import type { NewUsageEvent } from "../../schema/database.ts";
+/** Builds the usage_events row for one answered request, with what it is billed. */
+import type { BillingMode, NewUsageEvent } from "../../schema/database.ts";
+import { feeOf } from "../../schema/ledger.ts";
 import { type TokenUsage, usageCost } from "../../schema/money.ts";
 import type { ModelPolicy, ProviderPolicy } from "../policy/snapshot.ts";
 import type { RequestContext } from "../routes/context.ts";
@@ -13,12 +14,33 @@ export interface Outcome {
   usage?: TokenUsage | null;
   estimated?: boolean;
   ttfbMs?: number | null;
+  /** How the request is billed; absent: not billed (no money on this gateway). */
+  billing?: { mode: BillingMode; feeBps: number; leaseId: string | null };
 }
 
-export function usageEvent(ctx: RequestContext, outcome: Outcome): NewUsageEvent {
+/** A usage row plus what settling its charge needs (not a column). */
+export type UsageRecord = NewUsageEvent & {
+  /**
+   * Present on billed requests only: the allowance the request's reservation
+   * came from (null when there was nothing to reserve).
+   */
+  lease_id?: string | null;
+};
+
+/** What the customer pays for a usage row: the provider cost (Standard) plus the fee. */
+export function chargeOf(event: NewUsageEvent): bigint {
+  const cost = event.billing_mode === "byok" ? 0n : BigInt(event.cost);
+  return cost + BigInt(event.fee ?? 0);
+}
+
+export function usageEvent(ctx: RequestContext, outcome: Outcome): UsageRecord {
   const usage = outcome.usage ?? { promptTokens: 0, completionTokens: 0, cachedTokens: 0 };
   const cost = outcome.route ? usageCost(usage, outcome.route.model.prices) : 0n;
+  const { billing } = outcome;
   return {
+    billing_mode: billing?.mode ?? "standard",
+    fee: billing ? feeOf(cost, billing.feeBps) : 0n,
+    ...(billing ? { lease_id: billing.leaseId } : {}),
     request_id: ctx.requestId,
     account_id: ctx.key!.accountId,
     api_key_id: ctx.key!.id,

@@ -1,39 +1,96 @@
 /**
- * The usage queue: answered requests are pushed here and written to
- * usage_events in batches, off the response path. A failed write keeps the
- * batch and retries with backoff; inserts are idempotent on the request id.
- * The same flush bumps api_keys.last_used_at (which does not notify) and
- * records each agent the first time its account's requests name it.
+ * The usage queue: answered requests are pushed here and written to the
+ * database in batches (usage_batch.ts), off the response path. A failed or
+ * hung write keeps the batch and retries with backoff; inserts are
+ * idempotent on the request id.
+ *
+ * With a spool (spool.ts), every event is also appended to a local file
+ * before it is queued, and the queue tells the spool what is committed. Past
+ * `maxPending` events in memory (a long database outage), newer events are
+ * kept in the spool only and read back from it, oldest first, as the
+ * database catches up: memory stays bounded and no event is dropped. Without
+ * a spool, the oldest events past `maxPending` are dropped (and logged).
  */
-import { type Kysely, sql } from "kysely";
+import type { Kysely } from "kysely";
 import type { Database, NewUsageEvent } from "../../schema/database.ts";
+import type { Spool, SpoolPosition, SpoolSegment } from "./spool.ts";
+import type { LeaseCharges } from "../billing/settlement.ts";
+import { jsonFields, type Refused, writeUsageEvents } from "./usage_batch.ts";
 
 export interface UsageSink {
   push(event: NewUsageEvent): void;
+  /**
+   * Records, before a request is sent upstream, the row to bill if the
+   * process dies before push() records its answer: the request's usage event
+   * with INTERRUPTED_OUTCOME, the prompt estimate and no completion tokens.
+   * Resolves once it is written (end of the event-loop turn). Absent without
+   * a spool.
+   */
+  intent?(event: NewUsageEvent): Promise<void>;
 }
+
+/**
+ * How an intent's row is billed if its request never completes: no HTTP
+ * status is known (status 0), and its usage is an estimate.
+ */
+export const INTERRUPTED_OUTCOME = {
+  status: 0,
+  errorCode: "interrupted",
+  estimated: true,
+} as const;
 
 export interface UsageQueue extends UsageSink {
   /** Writes everything queued so far; rejects if the database refused it. */
   flush(): Promise<void>;
-  /** Number of events not yet written. */
+  /** Resolves once every event pushed so far is in the spool file (at once without one). */
+  written(): Promise<void>;
+  /** Number of events not yet written, in memory or only in the spool. */
   readonly pending: number;
+  /** Of those, the events kept only in the spool (memory was full). */
+  readonly spilled: number;
   close(): Promise<void>;
 }
 
 export interface UsageQueueOptions {
   flushMs: number;
   batchSize: number;
-  /** Beyond this many unwritten events, the oldest are dropped (and logged). */
+  /** Events kept in memory at most; beyond it they wait in the spool (or, without one, are dropped). */
   maxPending?: number;
+  spool?: Spool;
+  /**
+   * A write not settled by then counts as failed and is retried (an insert is
+   * idempotent); a connection lost without a reset can hang a query for
+   * minutes. Default 30 s.
+   */
+  writeTimeoutMs?: number;
+  /** Events the database refuses for their content; by default each is logged whole. */
+  onRefused?: (refused: Refused[]) => void;
+  /** Hears what each written batch's charges took from each allowance. */
+  onSettled?: (charges: LeaseCharges[]) => void;
   log?: (message: string, error?: unknown) => void;
 }
 
+interface Pending {
+  event: NewUsageEvent;
+  segment?: SpoolSegment;
+}
+
 const MAX_BACKOFF_MS = 30_000;
+const DEFAULT_WRITE_TIMEOUT_MS = 30_000;
 
 export function createUsageQueue(db: Kysely<Database>, options: UsageQueueOptions): UsageQueue {
   const log = options.log ?? ((message, error) => console.error(message, error ?? ""));
   const maxPending = options.maxPending ?? 1_000_000;
-  let queue: NewUsageEvent[] = [];
+  const { spool } = options;
+  const onRefused = options.onRefused ?? ((refused: Refused[]) => {
+    for (const { event, error } of refused) {
+      log(`The database refused usage event ${JSON.stringify(jsonFields(event))}`, error);
+    }
+  });
+  let queue: Pending[] = [];
+  /** Events only in the spool, from `spilledFrom` on. */
+  let spilled = 0;
+  let spilledFrom: SpoolPosition | null = null;
   let writing: Promise<void> | null = null;
   let failures = 0;
   let lastError: unknown = null;
@@ -48,6 +105,19 @@ export function createUsageQueue(db: Kysely<Database>, options: UsageQueueOption
     }, delay);
   };
 
+  /** Reads spilled events back into memory while there is room. */
+  function refill(): void {
+    if (!spool || !spilledFrom || queue.length >= options.batchSize) return;
+    const read = spool.readCompletions(spilledFrom, Math.max(1, maxPending - queue.length));
+    for (const entry of read.entries) queue.push(entry);
+    spilled -= read.entries.length;
+    spilledFrom = read.next;
+    if (!spilledFrom && spilled !== 0) {
+      log(`The usage spool gave back ${-spilled} events more or less than it was given`);
+      spilled = 0;
+    }
+  }
+
   // Writes full batches as they fill; a partial batch waits for the timer (or
   // an explicit flush), so a busy gateway writes few large transactions
   // rather than one small one per database round trip.
@@ -56,15 +126,19 @@ export function createUsageQueue(db: Kysely<Database>, options: UsageQueueOption
     writing = (async () => {
       // Events that arrive while writing wait for the next round, or this
       // loop would chase them one small batch per round trip.
-      let owed = all ? queue.length : 0;
-      while (queue.length >= options.batchSize || (owed > 0 && queue.length > 0)) {
+      let owed = all ? queue.length + spilled : 0;
+      for (
+        refill();
+        queue.length >= options.batchSize || (owed > 0 && queue.length > 0);
+        refill()
+      ) {
         const batch = queue.slice(0, options.batchSize);
         try {
-          await writeBatch(db, batch);
-          queue = queue.slice(batch.length);
-          owed -= batch.length;
-          failures = 0;
-          lastError = null;
+          const refused = await settleWithin(
+            writeUsageEvents(db, batch.map((entry) => entry.event), options.onSettled),
+            options.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS,
+          );
+          if (refused.length > 0) onRefused(refused);
         } catch (error) {
           failures++;
           lastError = error;
@@ -72,6 +146,11 @@ export function createUsageQueue(db: Kysely<Database>, options: UsageQueueOption
           schedule(Math.min(MAX_BACKOFF_MS, options.flushMs * 2 ** failures));
           return;
         }
+        queue = queue.slice(batch.length);
+        owed -= batch.length;
+        failures = 0;
+        lastError = null;
+        for (const entry of batch) if (entry.segment) spool!.committed(entry.segment);
       }
       if (queue.length > 0) schedule(options.flushMs);
     })().finally(() => {
@@ -80,133 +159,80 @@ export function createUsageQueue(db: Kysely<Database>, options: UsageQueueOption
     return writing;
   }
 
-  return {
-    push(event) {
-      queue.push(event);
+  function keep(event: NewUsageEvent): void {
+    if (!spool) {
+      queue.push({ event });
       if (queue.length > maxPending) {
         const dropped = queue.splice(0, queue.length - maxPending);
         log(`Usage queue over ${maxPending} events: dropped ${dropped.length}`);
       }
-      if (queue.length >= options.batchSize) void drain(false);
+      return;
+    }
+    const at = spool.complete(event);
+    if (!at || (!spilledFrom && queue.length < maxPending)) {
+      queue.push({ event, segment: at?.segment });
+      return;
+    }
+    if (!spilledFrom) {
+      log(`Usage queue over ${maxPending} events in memory: keeping newer ones in the spool only`);
+      spilledFrom = at;
+    }
+    spilled++;
+  }
+
+  async function writeAll(): Promise<void> {
+    // A drain in progress may have started before the newest pushes.
+    await drain(true);
+    if (queue.length + spilled > 0 && failures === 0) await drain(true);
+  }
+
+  const usage: UsageQueue = {
+    push(event) {
+      keep(event);
+      if (queue.length + spilled >= options.batchSize) void drain(false);
       else schedule(options.flushMs);
     },
     async flush() {
-      // A drain in progress may have started before the newest pushes.
-      await drain(true);
-      if (queue.length > 0 && failures === 0) await drain(true);
-      if (queue.length > 0 && lastError) {
-        throw new Error(`${queue.length} usage events are not written yet`, { cause: lastError });
+      await writeAll();
+      if (queue.length + spilled > 0 && lastError) {
+        throw new Error(`${queue.length + spilled} usage events are not written yet`, {
+          cause: lastError,
+        });
       }
     },
+    written() {
+      return spool ? spool.written() : Promise.resolve();
+    },
     get pending() {
-      return queue.length;
+      return queue.length + spilled;
+    },
+    get spilled() {
+      return spilled;
     },
     async close() {
       closed = true;
       clearTimeout(timer);
-      await drain(true);
-      if (queue.length > 0 && failures === 0) await drain(true);
-      if (queue.length > 0) log(`${queue.length} usage events could not be written before close`);
+      await writeAll();
+      const left = queue.length + spilled;
+      if (left > 0) {
+        log(
+          `${left} usage events could not be written before close` +
+            (spool ? "; the spool keeps them" : ""),
+        );
+      }
+      await spool?.close();
     },
   };
+  if (spool) usage.intent = (event) => spool.intent(event);
+  return usage;
 }
 
-/** Every column usageEvent() fills, in one fixed order. */
-const COLUMNS = [
-  "request_id",
-  "account_id",
-  "api_key_id",
-  "agent_name",
-  "agent_purpose",
-  "agent_owner",
-  "endpoint",
-  "model",
-  "provider_id",
-  "provider_name",
-  "upstream_model",
-  "status",
-  "error_code",
-  "stream",
-  "prompt_tokens",
-  "completion_tokens",
-  "cached_tokens",
-  "total_tokens",
-  "cost",
-  "estimated",
-  "latency_ms",
-  "ttfb_ms",
-  "created_at",
-].join(", ");
-
-async function writeBatch(db: Kysely<Database>, batch: NewUsageEvent[]): Promise<void> {
-  const lastUsed = new Map<string, string>();
-  const agents = new Map<
-    string,
-    {
-      account_id: string;
-      name: string;
-      purpose: string | null;
-      owner: string | null;
-      first: string;
-      last: string;
-    }
-  >();
-  for (const event of batch) {
-    const at = new Date(event.created_at).toISOString();
-    const seen = lastUsed.get(event.api_key_id);
-    if (!seen || seen < at) lastUsed.set(event.api_key_id, at);
-    if (event.agent_name) {
-      const id = `${event.account_id}\u0000${event.agent_name}`;
-      const agent = agents.get(id);
-      if (!agent) {
-        agents.set(id, {
-          account_id: event.account_id,
-          name: event.agent_name,
-          purpose: event.agent_purpose ?? null,
-          owner: event.agent_owner ?? null,
-          first: at,
-          last: at,
-        });
-      } else {
-        if (at < agent.first) agent.first = at;
-        if (at > agent.last) agent.last = at;
-      }
-    }
-  }
-  await db.transaction().execute(async (trx) => {
-    // One parameter, one query text whatever the batch size: the statement is
-    // prepared once, not re-parsed for every count of rows (and 25 columns a row).
-    // JSON has no bigint: the cost goes as a string. (A replacer function would
-    // run for every field of every row; this touches one field a row.)
-    const json = JSON.stringify(batch.map((event) => ({ ...event, cost: String(event.cost) })));
-    await sql`
-      insert into usage_events (${sql.raw(COLUMNS)})
-      select ${
-      sql.raw(COLUMNS)
-    } from jsonb_populate_recordset(null::usage_events, ${json}::text::jsonb)
-      on conflict (request_id) do nothing
-    `.execute(trx);
-    const rows = JSON.stringify([...lastUsed].map(([id, at]) => ({ id, at })));
-    await sql`
-      update api_keys set last_used_at = x.at
-      from jsonb_to_recordset(${rows}::text::jsonb) as x(id uuid, at timestamptz)
-      where api_keys.id = x.id and (api_keys.last_used_at is null or api_keys.last_used_at < x.at)
-    `.execute(trx);
-    if (agents.size > 0) {
-      await trx.insertInto("agents").values([...agents.values()].map((a) => ({
-        account_id: a.account_id,
-        name: a.name,
-        purpose: a.purpose,
-        owner: a.owner,
-        first_seen_at: a.first,
-        last_seen_at: a.last,
-      }))).onConflict((oc) =>
-        oc.columns(["account_id", "name"]).doUpdateSet({
-          last_seen_at: sql`greatest(agents.last_seen_at, excluded.last_seen_at)`,
-          purpose: sql`coalesce(excluded.purpose, agents.purpose)`,
-          owner: sql`coalesce(excluded.owner, agents.owner)`,
-        })
-      ).execute();
-    }
+/** `work`'s result, or a rejection once `ms` pass first (`work` is then left to itself). */
+function settleWithin<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`The database did not answer within ${ms} ms`)), ms);
   });
+  work.catch(() => {}); // a write given up on may still fail later
+  return Promise.race([work, late]).finally(() => clearTimeout(timer));
 }

@@ -44,6 +44,15 @@ function parseJson(text: string): unknown {
   }
 }
 
+/**
+ * A bound on a request's prompt tokens that costs nothing: a token is at least
+ * one byte, so the body's declared length bounds it (undefined when chunked).
+ */
+export function promptBound(request: Request): number | undefined {
+  const declared = Number(request.headers.get("content-length") ?? NaN);
+  return declared >= 0 ? declared : undefined;
+}
+
 /** Validates `value` with `schema`; the first problem becomes a 400 naming its param. */
 export function validate<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
   const result = schema.safeParse(value);

@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { countChatPromptTokens } from "../metering/tokens.ts";
-import { readJsonBody, validate } from "./body.ts";
+import { promptBound, readJsonBody, validate } from "./body.ts";
 import type { RequestContext, RouteDeps } from "./context.ts";
 import { proxy } from "./proxy.ts";
 
@@ -41,5 +41,7 @@ export async function chatCompletions(
     stream,
     stripUsage: body.stream_options?.include_usage !== true,
     promptTokens: () => countChatPromptTokens(body.messages),
+    maxTokens: body.max_completion_tokens ?? body.max_tokens ?? null,
+    promptBound: promptBound(request),
   });
 }

@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { countInputTokens } from "../metering/tokens.ts";
-import { readJsonBody, validate } from "./body.ts";
+import { promptBound, readJsonBody, validate } from "./body.ts";
 import type { RequestContext, RouteDeps } from "./context.ts";
 import { proxy } from "./proxy.ts";
 import { textInput } from "./text_input.ts";
@@ -37,5 +37,8 @@ export async function completions(
     stream,
     stripUsage: body.stream_options?.include_usage !== true,
     promptTokens: () => countInputTokens(body.prompt),
+    // Legacy completions default to 16 tokens of output.
+    maxTokens: body.max_tokens ?? 16,
+    promptBound: promptBound(request),
   });
 }

@@ -2,6 +2,7 @@
 import type { AgentIdentity } from "../agents/identity.ts";
 import type { KeyPolicy, Policy } from "../policy/snapshot.ts";
 import type { UsageSink } from "../metering/usage_queue.ts";
+import type { Allowances } from "../billing/allowances.ts";
 import type { FallbackDeps } from "../routing/fallback.ts";
 
 export interface RouteDeps extends FallbackDeps {
@@ -11,6 +12,14 @@ export interface RouteDeps extends FallbackDeps {
   upstreamTimeoutMs: number;
   streamTimeoutMs: number;
   log: (message: string, error?: unknown) => void;
+  /** Prepaid balances; absent, nothing is reserved or charged (tests of other things). */
+  billing?: Billing;
+}
+
+export interface Billing {
+  allowances: Allowances;
+  /** The operator's fee on Standard-mode requests, in basis points. */
+  feeBps: number;
 }
 
 export interface RequestContext {

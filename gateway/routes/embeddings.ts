@@ -1,7 +1,7 @@
 /** POST /v1/embeddings. Embeddings never stream; other fields go through unchanged. */
 import { z } from "zod";
 import { countInputTokens } from "../metering/tokens.ts";
-import { readJsonBody, validate } from "./body.ts";
+import { promptBound, readJsonBody, validate } from "./body.ts";
 import type { RequestContext, RouteDeps } from "./context.ts";
 import { proxy } from "./proxy.ts";
 import { textInput } from "./text_input.ts";
@@ -25,5 +25,7 @@ export async function embeddings(
     body,
     stream: false,
     promptTokens: () => countInputTokens(body.input),
+    maxTokens: 0, // embeddings produce no output tokens
+    promptBound: promptBound(request),
   });
 }

@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { countTokens } from "../metering/tokens.ts";
-import { readJsonBody, validate } from "./body.ts";
+import { promptBound, readJsonBody, validate } from "./body.ts";
 import type { RequestContext, RouteDeps } from "./context.ts";
 import { proxy } from "./proxy.ts";
 
@@ -30,5 +30,6 @@ export async function images(
     body,
     stream: body.stream === true,
     promptTokens: () => countTokens(body.prompt),
+    promptBound: promptBound(request),
   });
 }

@@ -12,7 +12,7 @@ import { resolveTargets } from "../routing/resolve.ts";
 import { isCustomTool, toChatRequest } from "../translate/messages_request.ts";
 import { toAnthropicMessage } from "../translate/messages_response.ts";
 import { toAnthropicStream } from "../translate/messages_stream.ts";
-import { readJsonBody } from "./body.ts";
+import { promptBound, readJsonBody } from "./body.ts";
 import type { RequestContext, RouteDeps } from "./context.ts";
 import { anthropicVersion, countMessagesTokens, validateMessages } from "./messages_body.ts";
 import { proxy } from "./proxy.ts";
@@ -43,6 +43,8 @@ export async function messages(
     dialect: "anthropic",
     headers,
     promptTokens: countPrompt,
+    maxTokens: body.max_tokens,
+    promptBound: promptBound(request),
     translate: {
       op: "chat",
       body: (target) => {

@@ -4,10 +4,13 @@
  * exactly one usage event per request, estimated (never zero) when a stream
  * ends without the upstream's usage.
  */
-import { GatewayError } from "../errors.ts";
+import { asGatewayError, GatewayError } from "../errors.ts";
 import { estimateStreamedTokens, parseUsage, replyText } from "../metering/usage.ts";
 import { countTokens, loadTokenizer } from "../metering/tokens.ts";
-import { usageEvent } from "../metering/usage_event.ts";
+import { chargeOf, type Outcome, usageEvent } from "../metering/usage_event.ts";
+import { INTERRUPTED_OUTCOME } from "../metering/usage_queue.ts";
+import { admit } from "../billing/admission.ts";
+import { formatUsd } from "../../schema/money.ts";
 import type { Operation } from "../providers/provider.ts";
 import { sendWithFallback } from "../routing/fallback.ts";
 import { resolveTargets, type Target } from "../routing/resolve.ts";
@@ -35,6 +38,10 @@ export interface ProxySpec {
   headers?: Readonly<Record<string, string>>;
   /** How a target that cannot serve `op` natively is served in another operation. */
   translate?: Translation;
+  /** The most output the request allows (max_tokens and its kin), for admission. */
+  maxTokens?: number | null;
+  /** A bound on the prompt's tokens that costs nothing (the body's bytes), for admission. */
+  promptBound?: number;
 }
 
 export type Dialect = "openai" | "anthropic";
@@ -72,8 +79,52 @@ export async function proxy(
   }
   const timeoutMs = resolved.route?.timeoutMs ??
     (spec.stream ? deps.streamTimeoutMs : deps.upstreamTimeoutMs);
-  const meter = (outcome: Omit<Parameters<typeof usageEvent>[1], "model" | "stream">) =>
-    deps.usage.push(usageEvent(ctx, { model: spec.body.model, stream: spec.stream, ...outcome }));
+  const { billing } = deps;
+  const reservation = billing
+    ? await admit(billing.allowances, {
+      accountId: ctx.key!.accountId,
+      models: targets.map((t) => t.model),
+      maxTokens: spec.maxTokens ?? null,
+      promptBound: spec.promptBound ?? Number.MAX_SAFE_INTEGER,
+      countPrompt: async () => {
+        await loadTokenizer();
+        return spec.promptTokens();
+      },
+      feeBps: billing.feeBps,
+    })
+    : null;
+  /** Meters the request once and settles its reservation to what it is charged. */
+  const meter = (outcome: Omit<Outcome, "model" | "stream" | "billing">): bigint => {
+    const event = usageEvent(ctx, {
+      model: spec.body.model,
+      stream: spec.stream,
+      ...outcome,
+      billing: billing &&
+        { mode: "standard", feeBps: billing.feeBps, leaseId: reservation?.leaseId ?? null },
+    });
+    deps.usage.push(event);
+    const charge = chargeOf(event);
+    if (reservation) billing!.allowances.settle(reservation, charge);
+    return charge;
+  };
+
+  // Billed as interrupted if this process dies before meter() records the
+  // answer (metering/spool.ts); the estimate is the body's bytes / 4.
+  if (deps.usage.intent) {
+    await deps.usage.intent(usageEvent(ctx, {
+      model: spec.body.model,
+      stream: spec.stream,
+      route: targets[0],
+      ...INTERRUPTED_OUTCOME,
+      usage: {
+        promptTokens: Math.ceil((spec.promptBound ?? 0) / 4),
+        completionTokens: 0,
+        cachedTokens: 0,
+      },
+      billing: billing &&
+        { mode: "standard", feeBps: billing.feeBps, leaseId: reservation?.leaseId ?? null },
+    }));
+  }
 
   let served;
   try {
@@ -89,7 +140,8 @@ export async function proxy(
       bodyFor: translate ? (t) => native(t) ? bodyFor(t) : translate.body(t) : bodyFor,
     }, deps);
   } catch (error) {
-    if (error instanceof GatewayError) meter({ status: error.status, errorCode: error.code });
+    const failure = asGatewayError(error);
+    meter({ status: failure.status, errorCode: failure.code });
     throw error;
   }
   const { target, reply } = served;
@@ -107,6 +159,7 @@ export async function proxy(
   };
   if (resolved.route) headers["x-tollgate-route"] = resolved.route.name;
   if (spec.dialect === "anthropic") headers["request-id"] = ctx.requestId;
+  if (billing) headers["x-tollgate-mode"] = "standard";
 
   if (!reply.stream) {
     let usage = parseUsage(reply.json.usage);
@@ -115,7 +168,18 @@ export async function proxy(
       usage = await estimate(ctx, deps, spec, () => countTokens(replyText(reply.json)));
       estimated = usage !== null;
     }
-    meter({ route: target, status: 200, usage, estimated, ttfbMs: ctx.now() - ctx.startedAt });
+    const charge = meter({
+      route: target,
+      status: 200,
+      usage,
+      estimated,
+      ttfbMs: ctx.now() - ctx.startedAt,
+    });
+    if (billing) {
+      headers["x-tollgate-cost"] = formatUsd(charge);
+      const balance = billing.allowances.balance(ctx.key!.accountId);
+      if (balance !== null) headers["x-tollgate-balance"] = formatUsd(balance);
+    }
     headers["content-type"] = "application/json";
     const text = translation ? JSON.stringify(translation.json(reply.json, target)) : reply.text;
     return new Response(text, { status: 200, headers });
@@ -142,7 +206,7 @@ export async function proxy(
     onEnd: (end) => {
       if (end.reason === "done") served.release();
       else served.abort();
-      void meterStreamEnd(ctx, deps, { spec, target, end });
+      void meterStreamEnd(ctx, deps, { spec, target, end, meter });
     },
   });
   headers["content-type"] = "text/event-stream; charset=utf-8";
@@ -155,25 +219,28 @@ export async function proxy(
 async function meterStreamEnd(
   ctx: RequestContext,
   deps: RouteDeps,
-  args: { spec: ProxySpec; target: Target; end: StreamEnd },
+  args: {
+    spec: ProxySpec;
+    target: Target;
+    end: StreamEnd;
+    meter: (outcome: Omit<Outcome, "model" | "stream" | "billing">) => bigint;
+  },
 ): Promise<void> {
-  const { spec, target, end } = args;
+  const { spec, target, end, meter } = args;
   let usage = end.usage;
   let estimated = false;
   if (!usage) {
     usage = await estimate(ctx, deps, spec, () => estimateStreamedTokens(end.events));
     estimated = usage !== null;
   }
-  deps.usage.push(usageEvent(ctx, {
-    model: spec.body.model,
+  meter({
     route: target,
     status: 200,
     errorCode: end.reason === "done" ? undefined : end.reason,
-    stream: true,
     usage,
     estimated,
     ttfbMs: end.firstByteAt - ctx.startedAt,
-  }));
+  });
 }
 
 async function estimate(

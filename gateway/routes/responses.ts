@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { countResponsesPromptTokens } from "../metering/tokens.ts";
-import { readJsonBody, validate } from "./body.ts";
+import { promptBound, readJsonBody, validate } from "./body.ts";
 import type { RequestContext, RouteDeps } from "./context.ts";
 import { proxy } from "./proxy.ts";
 
@@ -34,5 +34,7 @@ export async function responses(
     stream: body.stream === true,
     stripUsage: false,
     promptTokens: () => countResponsesPromptTokens(body.input, body.instructions),
+    maxTokens: body.max_output_tokens ?? null,
+    promptBound: promptBound(request),
   });
 }

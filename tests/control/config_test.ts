@@ -15,6 +15,8 @@ Deno.test("the control plane listens on 127.0.0.1:8081 with an embedded database
     port: 8081,
     hostname: "127.0.0.1",
     adminToken: undefined,
+    kek: { TOLLGATE_KEK: undefined, TOLLGATE_KEK_ID: undefined, TOLLGATE_KEK_PREVIOUS: undefined },
+    billing: { standardFeeBps: 550, byokFeeBps: 500, byokFreeRequests: 1_000_000 },
   });
 });
 

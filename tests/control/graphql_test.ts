@@ -265,6 +265,11 @@ Deno.test("createApiKey shows the secret once; apiKeys shows only its prefix and
   const stack = await startStack();
   try {
     const account = await createAccount(stack, "Acme");
+    const credited = await stack.graphql(
+      `mutation ($id: ID!) { adjustBalance(input: { accountId: $id, amount: "1", reason: "t" }) { __typename } }`,
+      { id: account.id },
+    );
+    assert.deepEqual(credited.data, { adjustBalance: { __typename: "BalanceAdjustment" } });
     const created = await createApiKey(stack, account.id);
     assert.equal(created.__typename, "CreatedApiKey");
     const secret = created.secret!;

@@ -433,6 +433,7 @@ Deno.test("every routing mutation leaves an audit row in the chain, with what ch
     const rows = await db.selectFrom("audit_log").selectAll().orderBy("id").execute();
     assert.deepEqual(rows.map((r) => [r.action, r.target_type]), [
       ["account.create", "account"],
+      ["account.adjust_balance", "account"], // the test credit of stack.createKey
       ["api_key.create", "api_key"],
       ["provider.create", "provider"],
       ["route.create", "route"],
@@ -442,19 +443,19 @@ Deno.test("every routing mutation leaves an audit row in the chain, with what ch
       ["route.delete", "route"],
     ]);
     const diff = (i: number) => rows[i]!.diff;
-    assert.equal(diff(2).preset, "qwen");
-    assert.deepEqual(diff(3), {
+    assert.equal(diff(3).preset, "qwen");
+    assert.deepEqual(diff(4), {
       name: "fast",
       strategy: "fallback",
       targets: ["tollgate-mock"],
       timeoutMs: null,
       status: "active",
     });
-    assert.equal(diff(4).timeoutMs, 5000);
-    assert.deepEqual(diff(5), { allowedModels: [null, ["fast"]] });
-    assert.equal(rows[5]!.target_id, keyId);
-    assert.deepEqual(diff(6).allowedModels, ["fast"]);
-    assert.equal(rows[7]!.target_id, rows[3]!.target_id, "the route deleted is the one created");
+    assert.equal(diff(5).timeoutMs, 5000);
+    assert.deepEqual(diff(6), { allowedModels: [null, ["fast"]] });
+    assert.equal(rows[6]!.target_id, keyId);
+    assert.deepEqual(diff(7).allowedModels, ["fast"]);
+    assert.equal(rows[8]!.target_id, rows[4]!.target_id, "the route deleted is the one created");
     for (const row of rows) assert.equal(row.actor, "admin:configured");
     assert.deepEqual(await verifyAuditChain(db), { ok: true, rows: rows.length });
   } finally {

@@ -79,7 +79,7 @@ Deno.test("admit reserves the free bound first, and never counts the prompt when
     countPrompt: () => (counted++, 400),
     feeBps: 0,
   });
-  assert.equal(reservation.amount, 2_100n);
+  assert.equal(reservation!.amount, 2_100n);
   assert.deepEqual(asked, [2_100n]);
   assert.equal(counted, 0);
 });
@@ -94,8 +94,25 @@ Deno.test("admit counts the prompt when the bound does not fit, and reserves the
     countPrompt: () => 400,
     feeBps: 0,
   });
-  assert.equal(reservation.amount, 500n);
+  assert.equal(reservation!.amount, 500n);
   assert.deepEqual(asked, [2_100n, 500n]);
+});
+
+Deno.test("a free model reserves nothing, whatever the balance", async () => {
+  const { allowances, asked } = fakeAllowances(0n);
+  const free = [model(0n, 0n)];
+  assert.equal(
+    await admit(allowances, {
+      accountId: "a",
+      models: free,
+      maxTokens: null,
+      promptBound: 10_000,
+      countPrompt: () => 10,
+      feeBps: 550,
+    }),
+    null,
+  );
+  assert.deepEqual(asked, []);
 });
 
 Deno.test("admit refuses with a 402 insufficient_quota that says what to do", async () => {

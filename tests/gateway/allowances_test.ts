@@ -16,16 +16,8 @@ import {
   createAllowances,
   type Reservation,
 } from "../../gateway/billing/allowances.ts";
-import { migrations } from "../../migrations/mod.ts";
-import * as allowancesMigration from "../../migrations/2026_11_22_0006_allowances.ts";
 import type { Database } from "../../schema/database.ts";
-import { freshDatabase, type TestDatabase } from "../helpers/database.ts";
-
-async function migratedDatabase(): Promise<TestDatabase> {
-  const database = await freshDatabase();
-  if (!("2026_11_22_0006_allowances" in migrations)) await allowancesMigration.up(database.db.db);
-  return database;
-}
+import { freshDatabase } from "../helpers/database.ts";
 
 async function account(db: Kysely<Database>, balance: bigint): Promise<string> {
   const { rows } = await sql<{ id: string }>`
@@ -75,7 +67,7 @@ class Owed {
 }
 
 Deno.test("a cold account costs one round trip; a warm allowance reserves synchronously", async () => {
-  const database = await migratedDatabase();
+  const database = await freshDatabase();
   try {
     const db = database.db.db;
     const id = await account(db, 10_000n);
@@ -98,7 +90,7 @@ Deno.test("a cold account costs one round trip; a warm allowance reserves synchr
 });
 
 Deno.test("a reservation the free balance cannot cover is refused, and one it can is granted", async () => {
-  const database = await migratedDatabase();
+  const database = await freshDatabase();
   try {
     const db = database.db.db;
     const id = await account(db, 500n);
@@ -116,7 +108,7 @@ Deno.test("a reservation the free balance cannot cover is refused, and one it ca
 });
 
 Deno.test("two replicas racing for a small balance never reserve more than it holds", async () => {
-  const database = await migratedDatabase();
+  const database = await freshDatabase();
   try {
     const db = database.db.db;
     const id = await account(db, 1_000n);
@@ -137,7 +129,7 @@ Deno.test("two replicas racing for a small balance never reserve more than it ho
 });
 
 Deno.test("an idle allowance is given back, and an expired one is swept back", async () => {
-  const database = await migratedDatabase();
+  const database = await freshDatabase();
   try {
     const db = database.db.db;
     const id = await account(db, 10_000n);
@@ -197,7 +189,7 @@ const step: fc.Arbitrary<Step> = fc.oneof(
 );
 
 Deno.test("property: random top-ups, reservations, settlements, commits and releases keep the books", async () => {
-  const database = await migratedDatabase();
+  const database = await freshDatabase();
   const db = database.db.db;
   const store = createAllowanceStore(db);
   try {

@@ -6,7 +6,9 @@ import { configErrorFor as configErrorWith, namedVariables } from "../helpers/co
 const configErrorFor = (env: Record<string, string>) => configErrorWith(loadConfig, env);
 
 Deno.test("the gateway listens on 127.0.0.1:8080 with the embedded database and mock model by default", () => {
-  assert.deepEqual(loadConfig({}), {
+  // The key-encryption and billing settings have tests of their own (tests/schema/).
+  const { kek: _kek, billing: _billing, ...config } = loadConfig({});
+  assert.deepEqual(config, {
     databaseUrl: undefined,
     dataDir: ".tollgate",
     pgliteDir: ".tollgate/pgdata",
@@ -20,8 +22,50 @@ Deno.test("the gateway listens on 127.0.0.1:8080 with the embedded database and 
     policyResyncMs: 60_000,
     usageFlushMs: 200,
     usageBatchSize: 500,
+    usageMaxPending: 100_000,
+    spoolDir: ".tollgate/spool",
+    spoolFsync: 100,
+    drainTimeoutMs: 10_000,
     seedMockProvider: true,
   });
+});
+
+Deno.test("the usage spool and the drain on shutdown are read from the environment", () => {
+  const config = loadConfig({
+    TOLLGATE_DATA_DIR: "/var/lib/tollgate",
+    TOLLGATE_USAGE_MAX_PENDING: "5000",
+    TOLLGATE_SPOOL_FSYNC: "always",
+    TOLLGATE_DRAIN_TIMEOUT_MS: "0",
+  });
+  assert.equal(config.spoolDir, "/var/lib/tollgate/spool", "under the data folder by default");
+  assert.equal(config.usageMaxPending, 5000);
+  assert.equal(config.spoolFsync, "always");
+  assert.equal(config.drainTimeoutMs, 0);
+  assert.equal(loadConfig({ TOLLGATE_SPOOL_FSYNC: "250" }).spoolFsync, 250);
+  assert.equal(loadConfig({ TOLLGATE_SPOOL_DIR: "/fast/spool" }).spoolDir, "/fast/spool");
+});
+
+Deno.test("an in-memory data folder has no spool unless TOLLGATE_SPOOL_DIR names one", () => {
+  assert.equal(loadConfig({ TOLLGATE_DATA_DIR: "memory://" }).spoolDir, null);
+  assert.equal(
+    loadConfig({ TOLLGATE_DATA_DIR: "memory://", TOLLGATE_SPOOL_DIR: "/tmp/spool" }).spoolDir,
+    "/tmp/spool",
+  );
+});
+
+Deno.test("bad spool and drain settings are named", () => {
+  for (const fsync of ["sometimes", "0", "1.5", "-5"]) {
+    const error = configErrorFor({ TOLLGATE_SPOOL_FSYNC: fsync });
+    assert.deepEqual(namedVariables(error), ["TOLLGATE_SPOOL_FSYNC"], fsync);
+    assert.match(error.message, /"always" or a whole number of milliseconds/);
+  }
+  assert.deepEqual(
+    namedVariables(configErrorFor({
+      TOLLGATE_DRAIN_TIMEOUT_MS: "-1",
+      TOLLGATE_USAGE_MAX_PENDING: "0",
+    })),
+    ["TOLLGATE_DRAIN_TIMEOUT_MS", "TOLLGATE_USAGE_MAX_PENDING"],
+  );
 });
 
 Deno.test("gateway settings are read from the environment, seconds become milliseconds", () => {

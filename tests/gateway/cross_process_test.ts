@@ -14,6 +14,8 @@ async function withGatewayProcess(
     TOLLGATE_SECRET: TEST_SECRET,
     TOLLGATE_GATEWAY_PORT: "0",
     TOLLGATE_HOST: "127.0.0.1",
+    // Its own spool: the repository's must not collect (and later replay) test events.
+    TOLLGATE_SPOOL_DIR: await Deno.makeTempDir({ prefix: "tollgate-spool-" }),
     ...env,
   });
   try {

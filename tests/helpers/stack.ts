@@ -27,9 +27,10 @@ export interface Stack {
     variables?: Record<string, unknown>,
     token?: string | null,
   ): Promise<GraphQLResult<T>>;
-  /** An account and an inference key made through GraphQL. */
+  /** An account (credited, through the ledger) and an inference key, made through GraphQL. */
   createKey(
-    options?: { accountName?: string; scopes?: string[] },
+    /** balance: USD credited to the account first (default "100"; "0" for none). */
+    options?: { accountName?: string; scopes?: string[]; balance?: string },
   ): Promise<{ accountId: string; keyId: string; secret: string }>;
   openai(secret: string, options?: { maxRetries?: number }): OpenAI;
   /** An Anthropic client of SDK major `sdk` (default 1) on the gateway; see ANTHROPIC_SDKS. */
@@ -139,13 +140,26 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     gatewayUrl: gateway.url,
     controlUrl: control.url,
     graphql,
-    async createKey({ accountName = "Acme", scopes } = {}) {
+    async createKey({ accountName = "Acme", scopes, balance = "100" } = {}) {
       const account = await graphql<{ createAccount: { id: string } }>(
         `mutation ($name: String!) { createAccount(input: { name: $name }) { __typename ... on Account { id } } }`,
         { name: accountName },
       );
       const accountId = account.data?.createAccount.id;
       if (!accountId) throw new Error(`createAccount failed: ${JSON.stringify(account)}`);
+      if (balance !== "0") {
+        const credit = await graphql<{ adjustBalance: { __typename: string } }>(
+          `mutation ($accountId: ID!, $amount: String!) {
+            adjustBalance(input: { accountId: $accountId, amount: $amount, reason: "test credit" }) {
+              __typename
+            }
+          }`,
+          { accountId, amount: balance },
+        );
+        if (credit.data?.adjustBalance.__typename !== "BalanceAdjustment") {
+          throw new Error(`adjustBalance failed: ${JSON.stringify(credit)}`);
+        }
+      }
       const key = await graphql<{ createApiKey: { secret: string; apiKey: { id: string } } }>(
         `mutation ($accountId: ID!, $scopes: [ApiKeyScope!]) {
           createApiKey(input: { accountId: $accountId, name: "test key", scopes: $scopes }) {
@@ -225,6 +239,8 @@ function controlConfig() {
     port: 0,
     hostname: "127.0.0.1",
     adminToken: ADMIN_TOKEN,
+    billing: { standardFeeBps: 550, byokFeeBps: 500, byokFreeRequests: 1_000_000 },
+    kek: {},
   });
 }
 

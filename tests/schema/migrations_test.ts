@@ -7,9 +7,19 @@ import { waitFor } from "../helpers/stack.ts";
 Deno.test("migrations apply once, are idempotent, and revert cleanly", async () => {
   const { db, drop } = await freshDatabase({ migrate: false });
   try {
-    const all = ["2026_11_22_0001_init", "2026_11_22_0002_agents", "2026_11_22_0003_routing"];
+    const all = [
+      "2026_11_22_0001_init",
+      "2026_11_22_0002_agents",
+      "2026_11_22_0003_routing",
+      "2026_11_22_0004_byok",
+      "2026_11_22_0005_ledger",
+      "2026_11_22_0006_allowances",
+    ];
     assert.deepEqual(await migrateToLatest(db.db), all);
     assert.deepEqual(await migrateToLatest(db.db), []);
+    assert.deepEqual(await migrateDown(db.db), ["2026_11_22_0006_allowances"]);
+    assert.deepEqual(await migrateDown(db.db), ["2026_11_22_0005_ledger"]);
+    assert.deepEqual(await migrateDown(db.db), ["2026_11_22_0004_byok"]);
     assert.deepEqual(await migrateDown(db.db), ["2026_11_22_0003_routing"]);
     assert.deepEqual(await migrateDown(db.db), ["2026_11_22_0002_agents"]);
     assert.deepEqual(await migrateDown(db.db), ["2026_11_22_0001_init"]);

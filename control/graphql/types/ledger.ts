@@ -1,0 +1,158 @@
+/** Balances and the ledger: manual adjustments, an account's entries, reconciliation. */
+import { LEDGER_KINDS, type LedgerEntry, type LedgerKind } from "../../../schema/ledger.ts";
+import { InvalidInputError, NotFoundError, toGraphQLError } from "../../errors.ts";
+import {
+  type AccountReconciliation,
+  adjustBalance,
+  type BalanceAdjustment,
+  type LedgerPage,
+  listLedgerEntries,
+  reconcileLedger,
+  type Reconciliation,
+} from "../../services/ledger.ts";
+import { auditMeta, builder } from "../builder.ts";
+
+export const LedgerKindEnum = builder.enumType("LedgerKind", { values: LEDGER_KINDS });
+
+export const LedgerEntryRef = builder.objectRef<LedgerEntry>("LedgerEntry").implement({
+  description: "One entry of a ledger transaction, whose entries sum to zero. Entries are " +
+    "never changed or removed.",
+  fields: (t) => ({
+    id: t.id({ resolve: (entry) => entry.id.toString() }),
+    transactionId: t.exposeID("transaction_id"),
+    kind: t.field({ type: LedgerKindEnum, resolve: (entry) => entry.kind as LedgerKind }),
+    book: t.exposeString("book", {
+      description: 'The book it posts to: "customer:<account id>" or a system book such as ' +
+        '"system:revenue".',
+    }),
+    accountId: t.exposeID("account_id", { nullable: true }),
+    amount: t.expose("amount", {
+      type: "Money",
+      description: "Signed: positive credits the book, negative debits it.",
+    }),
+    reference: t.exposeString("reference", {
+      nullable: true,
+      description: "What it settles, such as a request id; posted once per kind.",
+    }),
+    memo: t.exposeString("memo", { nullable: true }),
+    createdAt: t.expose("created_at", { type: "DateTime" }),
+  }),
+});
+
+type LedgerEdge = LedgerPage["entries"][number];
+
+const LedgerEntryEdgeRef = builder.objectRef<LedgerEdge>("LedgerEntryEdge").implement({
+  fields: (t) => ({
+    cursor: t.exposeString("cursor"),
+    node: t.field({ type: LedgerEntryRef, resolve: (edge) => edge.entry }),
+  }),
+});
+
+export const PageInfoRef = builder.objectRef<LedgerPage>("PageInfo").implement({
+  description: "Relay page information; pages go forward only (first, after).",
+  fields: (t) => ({
+    hasNextPage: t.exposeBoolean("hasNextPage"),
+    hasPreviousPage: t.boolean({ resolve: () => false }),
+    startCursor: t.string({ nullable: true, resolve: (page) => page.entries[0]?.cursor ?? null }),
+    endCursor: t.string({ nullable: true, resolve: (page) => page.entries.at(-1)?.cursor ?? null }),
+  }),
+});
+
+const LedgerEntryConnectionRef = builder.objectRef<LedgerPage>("LedgerEntryConnection")
+  .implement({
+    fields: (t) => ({
+      edges: t.field({ type: [LedgerEntryEdgeRef], resolve: (page) => page.entries }),
+      pageInfo: t.field({ type: PageInfoRef, resolve: (page) => page }),
+    }),
+  });
+
+const BalanceAdjustmentRef = builder.objectRef<BalanceAdjustment>("BalanceAdjustment").implement({
+  description: "A manual credit or debit, posted to the ledger and audited.",
+  fields: (t) => ({
+    accountId: t.exposeID("accountId"),
+    transactionId: t.exposeID("transactionId"),
+    balance: t.expose("balance", { type: "Money", description: "The balance after it." }),
+  }),
+});
+
+const AccountReconciliationRef = builder.objectRef<AccountReconciliation>(
+  "AccountReconciliation",
+).implement({
+  description: "One account's cached balance against the entries of its book.",
+  fields: (t) => ({
+    accountId: t.exposeID("accountId"),
+    name: t.exposeString("name"),
+    balance: t.expose("balance", { type: "Money", description: "The cached balance." }),
+    entriesSum: t.expose("entriesSum", {
+      type: "Money",
+      description: "The sum of the entries of the account's own book.",
+    }),
+    balanced: t.exposeBoolean("balanced", { description: "True when the two are equal." }),
+  }),
+});
+
+const LedgerReconciliationRef = builder.objectRef<Reconciliation>("LedgerReconciliation")
+  .implement({
+    description: "The ledger checked: every cached balance against its entries, and every " +
+      "transaction against zero.",
+    fields: (t) => ({
+      balanced: t.exposeBoolean("balanced", {
+        description: "Every account balanced, and every transaction summing to zero.",
+      }),
+      entriesSum: t.expose("entriesSum", {
+        type: "Money",
+        description: "The sum of all entries in every book: zero in a sound ledger.",
+      }),
+      unbalancedTransactions: t.exposeInt("unbalancedTransactions", {
+        description: "How many transactions' entries do not sum to zero.",
+      }),
+      accounts: t.field({
+        type: [AccountReconciliationRef],
+        description: "Every account, oldest first.",
+        resolve: (reconciliation) => reconciliation.accounts,
+      }),
+    }),
+  });
+
+const AdjustBalanceInput = builder.inputType("AdjustBalanceInput", {
+  fields: (t) => ({
+    accountId: t.id({ required: true }),
+    amount: t.string({
+      required: true,
+      description: 'A signed USD amount: "10" credits 10 USD, "-2.5" debits 2.50 USD. Not ' +
+        "zero, at most 8 decimals; a debit may not take the balance below zero.",
+    }),
+    reason: t.string({ required: true, description: "Why; kept as the entries' memo." }),
+  }),
+});
+
+builder.mutationField("adjustBalance", (t) =>
+  t.field({
+    type: BalanceAdjustmentRef,
+    description: "Credits or debits an account by hand, against system:adjustments.",
+    errors: { types: [InvalidInputError, NotFoundError] },
+    args: { input: t.arg({ type: AdjustBalanceInput, required: true }) },
+    resolve: (_root, { input }, ctx) => adjustBalance(ctx.db, input, { audit: auditMeta(ctx) }),
+  }));
+
+builder.queryField("ledgerEntries", (t) =>
+  t.field({
+    type: LedgerEntryConnectionRef,
+    description: "The entries of an account's own book, newest first: first 1..500 " +
+      "(default 50), after a cursor from an earlier page.",
+    args: { accountId: t.arg.id({ required: true }), first: t.arg.int(), after: t.arg.string() },
+    resolve: async (_root, args, ctx) => {
+      try {
+        return await listLedgerEntries(ctx.db, args);
+      } catch (error) {
+        throw toGraphQLError(error);
+      }
+    },
+  }));
+
+builder.queryField("ledgerReconciliation", (t) =>
+  t.field({
+    type: LedgerReconciliationRef,
+    description: "Checks every account's cached balance against its ledger entries.",
+    resolve: (_root, _args, ctx) => reconcileLedger(ctx.db),
+  }));

@@ -1,0 +1,226 @@
+/**
+ * Balances and the ledger from the operator's side: manual adjustments
+ * (audited, in the same transaction as their entries), an account's entries
+ * page by page, and the reconciliation of cached balances against entries.
+ */
+import { type Kysely, sql } from "kysely";
+import { z } from "zod";
+import type { Database } from "../../schema/database.ts";
+import { customerBook, type LedgerEntry, postTransaction } from "../../schema/ledger.ts";
+import { formatUsd, parseUsd, UNITS_PER_USD } from "../../schema/money.ts";
+import { InvalidInputError, isUuid, NotFoundError, parseInput, textField } from "../errors.ts";
+import { type AuditMeta, recordAudit } from "./audit.ts";
+
+export interface AdjustBalanceInput {
+  accountId: string;
+  /** A signed USD decimal: "10" credits, "-2.5" debits. */
+  amount: string;
+  reason: string;
+}
+
+export interface BalanceAdjustment {
+  accountId: string;
+  transactionId: string;
+  /** The balance after the adjustment, in microcents. */
+  balance: bigint;
+}
+
+/** The largest single adjustment, 1,000,000,000 USD: far inside int8. */
+const MAX_ADJUSTMENT_UNITS = 1_000_000_000n * UNITS_PER_USD;
+
+const signedUsd = z.string().transform((text, ctx) => {
+  const units = parseUsdOrNull(text);
+  if (units === null) {
+    ctx.addIssue('must be a USD amount such as "10" or "-2.50" (8 decimals at most)');
+  } else if (units === 0n) ctx.addIssue("must not be zero");
+  else if (units > MAX_ADJUSTMENT_UNITS || -units > MAX_ADJUSTMENT_UNITS) {
+    ctx.addIssue("must be at most 1000000000 USD either way");
+  } else return units;
+  return z.NEVER;
+});
+
+const adjustBalanceInput = z.object({
+  accountId: z.string(),
+  amount: signedUsd,
+  reason: textField(500),
+});
+
+/**
+ * Credits (positive amount) or debits an account by hand: a ledger
+ * "adjustment" between its book and system:adjustments, with an audit row,
+ * in one transaction. A debit may not take the balance below zero.
+ */
+export async function adjustBalance(
+  db: Kysely<Database>,
+  input: AdjustBalanceInput,
+  options: { audit: AuditMeta },
+): Promise<BalanceAdjustment> {
+  const { accountId, amount, reason } = parseInput(adjustBalanceInput, input);
+  return await db.transaction().execute(async (trx) => {
+    const account = isUuid(accountId)
+      ? await trx.selectFrom("accounts").select(["id", "balance"]).where("id", "=", accountId)
+        .forUpdate().executeTakeFirst()
+      : undefined;
+    if (!account) throw new NotFoundError(`No account with id "${accountId}"`);
+    if (account.balance + amount < 0n) {
+      throw new InvalidInputError(
+        `amount: a debit of ${formatUsd(-amount, 8)} USD would take the balance ` +
+          `(${formatUsd(account.balance, 8)} USD) below zero`,
+        "amount",
+      );
+    }
+    const posted = await postTransaction(trx, {
+      kind: "adjustment",
+      entries: [
+        { book: customerBook(account.id), amount },
+        { book: "system:adjustments", accountId: account.id, amount: -amount },
+      ],
+      memo: reason,
+    });
+    const balance = posted.balances.get(account.id)!;
+    await recordAudit(trx, {
+      ...options.audit,
+      action: "account.adjust_balance",
+      targetType: "account",
+      targetId: account.id,
+      diff: {
+        amount: formatUsd(amount, 8),
+        reason,
+        transactionId: posted.transactionId,
+        balance: [formatUsd(account.balance, 8), formatUsd(balance, 8)],
+      },
+    });
+    return { accountId: account.id, transactionId: posted.transactionId, balance };
+  });
+}
+
+export interface LedgerPage {
+  entries: { cursor: string; entry: LedgerEntry }[];
+  hasNextPage: boolean;
+}
+
+const ledgerPageInput = z.object({
+  accountId: z.string(),
+  first: z.number().int().min(1, "must be at least 1").max(500, "must be at most 500").nullish()
+    .transform((first) => first ?? 50),
+  after: z.string().nullish().transform((cursor, ctx) => {
+    if (cursor == null) return null;
+    const id = entryIdOf(cursor);
+    if (id !== null) return id;
+    ctx.addIssue("is not a cursor this query returned");
+    return z.NEVER;
+  }),
+});
+
+/** The entries of an account's own book, newest first: `first` (1..500, default 50) after `after`. */
+export async function listLedgerEntries(
+  db: Kysely<Database>,
+  options: { accountId: string; first?: number | null; after?: string | null },
+): Promise<LedgerPage> {
+  const { accountId, first, after } = parseInput(ledgerPageInput, options);
+  const account = isUuid(accountId)
+    ? await db.selectFrom("accounts").select("id").where("id", "=", accountId).executeTakeFirst()
+    : undefined;
+  if (!account) throw new NotFoundError(`No account with id "${accountId}"`);
+  let query = db.selectFrom("ledger_entries").selectAll()
+    .where("book", "=", customerBook(account.id));
+  if (after !== null) query = query.where("id", "<", after);
+  const rows = await query.orderBy("id", "desc").limit(first + 1).execute();
+  return {
+    entries: rows.slice(0, first).map((entry) => ({ cursor: cursorOf(entry.id), entry })),
+    hasNextPage: rows.length > first,
+  };
+}
+
+const CURSOR_PREFIX = "ledger_entry:";
+
+function cursorOf(id: bigint): string {
+  return btoa(`${CURSOR_PREFIX}${id}`);
+}
+
+function entryIdOf(cursor: string): bigint | null {
+  let text: string;
+  try {
+    text = atob(cursor);
+  } catch {
+    return null;
+  }
+  const id = text.startsWith(CURSOR_PREFIX) ? text.slice(CURSOR_PREFIX.length) : "";
+  return /^\d{1,19}$/.test(id) ? BigInt(id) : null;
+}
+
+export interface AccountReconciliation {
+  accountId: string;
+  name: string;
+  /** The cached balance, accounts.balance. */
+  balance: bigint;
+  /** The sum of the entries of the account's own book. */
+  entriesSum: bigint;
+  balanced: boolean;
+}
+
+export interface Reconciliation {
+  /** Every account balanced, every transaction and so the whole ledger summing to zero. */
+  balanced: boolean;
+  /** The sum of every entry in every book: zero in a sound ledger. */
+  entriesSum: bigint;
+  /** How many transactions' entries do not sum to zero. */
+  unbalancedTransactions: number;
+  accounts: AccountReconciliation[];
+}
+
+interface ReconciliationRow {
+  entries_sum: bigint;
+  unbalanced_transactions: number;
+  account_id: string | null;
+  name: string | null;
+  balance: bigint | null;
+  account_entries_sum: bigint | null;
+}
+
+/** Checks every cached balance against its book, and the whole ledger, in one query. */
+export async function reconcileLedger(db: Kysely<Database>): Promise<Reconciliation> {
+  const { rows } = await sql<ReconciliationRow>`
+    with books as (
+      select book, sum(amount) as total from ledger_entries group by book
+    ), unbalanced as (
+      select count(*)::int4 as transactions from (
+        select from ledger_entries group by transaction_id having sum(amount) <> 0
+      ) as t
+    ), totals as (
+      select coalesce(sum(total), 0)::int8 as entries_sum from books
+    )
+    select totals.entries_sum, unbalanced.transactions as unbalanced_transactions,
+      a.id as account_id, a.name, a.balance, a.account_entries_sum
+    from totals cross join unbalanced left join (
+      select accounts.id, accounts.name, accounts.balance, accounts.created_at,
+        coalesce(books.total, 0)::int8 as account_entries_sum
+      from accounts left join books on books.book = 'customer:' || accounts.id::text
+    ) as a on true
+    order by a.created_at, a.id`.execute(db);
+  const first = rows[0]!;
+  const accounts = rows.flatMap((row) =>
+    row.account_id === null ? [] : [{
+      accountId: row.account_id,
+      name: row.name!,
+      balance: row.balance!,
+      entriesSum: row.account_entries_sum!,
+      balanced: row.balance === row.account_entries_sum,
+    }]
+  );
+  return {
+    balanced: first.entries_sum === 0n && first.unbalanced_transactions === 0 &&
+      accounts.every((a) => a.balanced),
+    entriesSum: first.entries_sum,
+    unbalancedTransactions: first.unbalanced_transactions,
+    accounts,
+  };
+}
+
+function parseUsdOrNull(text: string): bigint | null {
+  try {
+    return parseUsd(text);
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,170 @@
+/**
+ * Writing usage events to the database: one transaction per batch inserts
+ * the rows (those already there are left as they are: a request id is
+ * written once), bumps api_keys.last_used_at (which does not notify) and
+ * records each agent the first time its account's requests name it.
+ *
+ * A batch the database refuses for its content rather than its availability
+ * (a data or constraint error) is written one event at a time, and the
+ * events refused on their own are handed back: one bad event must not block
+ * every other one behind it forever, at start (replay) or later.
+ */
+import { type Kysely, sql } from "kysely";
+import type { Database, NewUsageEvent } from "../../schema/database.ts";
+import { type LeaseCharges, requestCharge, settleCharges } from "../billing/settlement.ts";
+
+export interface Refused {
+  event: NewUsageEvent;
+  error: unknown;
+}
+
+/**
+ * Writes `batch`; returns the events the database refused (throws if it is
+ * unavailable). `onSettled` hears, after each commit, what the batch's
+ * charges took from each allowance (billing/settlement.ts).
+ */
+export async function writeUsageEvents(
+  db: Kysely<Database>,
+  batch: readonly NewUsageEvent[],
+  onSettled?: (charges: LeaseCharges[]) => void,
+): Promise<Refused[]> {
+  try {
+    const settled = await writeUsageBatch(db, batch);
+    if (settled.length > 0) onSettled?.(settled);
+    return [];
+  } catch (error) {
+    if (!refusesContent(error)) throw error;
+    if (batch.length === 1) return [{ event: batch[0]!, error }];
+  }
+  const refused: Refused[] = [];
+  for (const event of batch) refused.push(...await writeUsageEvents(db, [event], onSettled));
+  return refused;
+}
+
+/**
+ * An event as JSON can carry it: its int8 columns (cost, fee) as strings, and
+ * the columns it may leave out (an insert lists them all) at their defaults.
+ */
+export function jsonFields(event: NewUsageEvent): Record<string, unknown> {
+  return {
+    ...event,
+    cost: String(event.cost),
+    fee: String(event.fee ?? 0),
+    billing_mode: event.billing_mode ?? "standard",
+  };
+}
+
+/** SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation). */
+function refusesContent(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && /^2[23]/.test(code);
+}
+
+/** Every column usageEvent() fills, in one fixed order. */
+const COLUMNS = [
+  "request_id",
+  "account_id",
+  "api_key_id",
+  "agent_name",
+  "agent_purpose",
+  "agent_owner",
+  "endpoint",
+  "model",
+  "provider_id",
+  "provider_name",
+  "upstream_model",
+  "status",
+  "error_code",
+  "stream",
+  "prompt_tokens",
+  "completion_tokens",
+  "cached_tokens",
+  "total_tokens",
+  "cost",
+  "billing_mode",
+  "fee",
+  "estimated",
+  "latency_ms",
+  "ttfb_ms",
+  "created_at",
+].join(", ");
+
+/** Inserts usage events and what they imply (charges included), in one transaction. */
+async function writeUsageBatch(
+  db: Kysely<Database>,
+  batch: readonly NewUsageEvent[],
+): Promise<LeaseCharges[]> {
+  const lastUsed = new Map<string, string>();
+  const agents = new Map<
+    string,
+    {
+      account_id: string;
+      name: string;
+      purpose: string | null;
+      owner: string | null;
+      first: string;
+      last: string;
+    }
+  >();
+  for (const event of batch) {
+    const at = new Date(event.created_at).toISOString();
+    const seen = lastUsed.get(event.api_key_id);
+    if (!seen || seen < at) lastUsed.set(event.api_key_id, at);
+    if (event.agent_name) {
+      const id = `${event.account_id}\u0000${event.agent_name}`;
+      const agent = agents.get(id);
+      if (!agent) {
+        agents.set(id, {
+          account_id: event.account_id,
+          name: event.agent_name,
+          purpose: event.agent_purpose ?? null,
+          owner: event.agent_owner ?? null,
+          first: at,
+          last: at,
+        });
+      } else {
+        if (at < agent.first) agent.first = at;
+        if (at > agent.last) agent.last = at;
+      }
+    }
+  }
+  return await db.transaction().execute(async (trx) => {
+    // One parameter, one query text whatever the batch size: the statement is
+    // prepared once, not re-parsed for every count of rows (and 25 columns a row).
+    // JSON has no bigint: the int8 columns go as strings. (A replacer function
+    // would run for every field of every row; this touches two fields a row.)
+    const json = JSON.stringify(batch.map(jsonFields));
+    await sql`
+      insert into usage_events (${sql.raw(COLUMNS)})
+      select ${
+      sql.raw(COLUMNS)
+    } from jsonb_populate_recordset(null::usage_events, ${json}::text::jsonb)
+      on conflict (request_id) do nothing
+    `.execute(trx);
+    const rows = JSON.stringify([...lastUsed].map(([id, at]) => ({ id, at })));
+    await sql`
+      update api_keys set last_used_at = x.at
+      from jsonb_to_recordset(${rows}::text::jsonb) as x(id uuid, at timestamptz)
+      where api_keys.id = x.id and (api_keys.last_used_at is null or api_keys.last_used_at < x.at)
+    `.execute(trx);
+    if (agents.size > 0) {
+      await trx.insertInto("agents").values([...agents.values()].map((a) => ({
+        account_id: a.account_id,
+        name: a.name,
+        purpose: a.purpose,
+        owner: a.owner,
+        first_seen_at: a.first,
+        last_seen_at: a.last,
+      }))).onConflict((oc) =>
+        oc.columns(["account_id", "name"]).doUpdateSet({
+          last_seen_at: sql`greatest(agents.last_seen_at, excluded.last_seen_at)`,
+          purpose: sql`coalesce(excluded.purpose, agents.purpose)`,
+          owner: sql`coalesce(excluded.owner, agents.owner)`,
+        })
+      ).execute();
+    }
+    // Charges post with the rows that justify them, once per request id.
+    const charges = batch.map(requestCharge).filter((c) => c !== null);
+    return await settleCharges(trx, charges);
+  });
+}

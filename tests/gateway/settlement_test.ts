@@ -1,0 +1,85 @@
+/** Settling a batch of charges: ledger entries, balances and leases move once, together. */
+import assert from "node:assert/strict";
+import { type Kysely, sql } from "kysely";
+import { createAllowanceStore } from "../../gateway/billing/allowance_store.ts";
+import { type RequestCharge, settleCharges } from "../../gateway/billing/settlement.ts";
+import type { Database } from "../../schema/database.ts";
+import { freshDatabase } from "../helpers/database.ts";
+
+async function balances(db: Kysely<Database>, id: string) {
+  const { rows } = await sql<{ balance: string; reserved: string; entries: string }>`
+    select balance::text, reserved::text,
+      (select coalesce(sum(amount), 0) from ledger_entries where book = 'customer:' || ${id})::text
+        as entries
+    from accounts where id = ${id}
+  `.execute(db);
+  const row = rows[0]!;
+  return {
+    balance: BigInt(row.balance),
+    reserved: BigInt(row.reserved),
+    entries: BigInt(row.entries),
+  };
+}
+
+Deno.test("a batch posts each charge once, moves balances and consumes its leases, even when replayed", async () => {
+  const database = await freshDatabase();
+  try {
+    const db = database.db.db;
+    const { rows } = await sql<{ id: string }>`
+      insert into accounts (name, balance) values ('a', 0), ('b', 0) returning id
+    `.execute(db);
+    const [a, b] = rows.map((row) => row.id) as [string, string];
+    // Credits go through the ledger too, so entries and balances agree from the start.
+    await db.transaction().execute(async (trx) => {
+      await sql`
+        insert into ledger_entries (transaction_id, book, account_id, kind, amount, reference)
+        values (gen_random_uuid(), 'customer:' || ${a}, ${a}::uuid, 'topup', 10000, 'p1'),
+          (gen_random_uuid(), 'system:payments', ${a}::uuid, 'topup', -10000, 'p1'),
+          (gen_random_uuid(), 'customer:' || ${b}, ${b}::uuid, 'topup', 10000, 'p2'),
+          (gen_random_uuid(), 'system:payments', ${b}::uuid, 'topup', -10000, 'p2')
+      `.execute(trx);
+      await sql`update accounts set balance = 10000`.execute(trx);
+    });
+    const store = createAllowanceStore(db);
+    const lease = (await store.grow({
+      accountId: a,
+      leaseId: null,
+      replicaId: "r",
+      min: 1n,
+      max: 1_000n,
+      share: 1,
+      ttlMs: 60_000,
+    }))!;
+    assert.equal(lease.amount, 1_000n);
+
+    const charges: RequestCharge[] = [
+      { requestId: "req_1", accountId: a, kind: "charge", cost: 100n, fee: 6n, leaseId: lease.id },
+      { requestId: "req_2", accountId: a, kind: "charge", cost: 200n, fee: 11n, leaseId: lease.id },
+      { requestId: "req_3", accountId: b, kind: "byok_fee", cost: 0n, fee: 5n, leaseId: null },
+      { requestId: "req_4", accountId: b, kind: "charge", cost: 0n, fee: 0n, leaseId: null },
+    ];
+    const consumed = await db.transaction().execute((trx) => settleCharges(trx, charges));
+    assert.deepEqual(consumed, [{ accountId: a, leaseId: lease.id, amount: 317n }]);
+    assert.deepEqual(await balances(db, a), { balance: 9_683n, reserved: 683n, entries: 9_683n });
+    assert.deepEqual(await balances(db, b), { balance: 9_995n, reserved: 0n, entries: 9_995n });
+
+    const again = await db.transaction().execute((trx) => settleCharges(trx, charges));
+    assert.equal(again.length, 0, "a replayed batch consumed a lease again");
+    assert.deepEqual(await balances(db, a), { balance: 9_683n, reserved: 683n, entries: 9_683n });
+
+    const { rows: books } = await sql<{ book: string; kind: string; amount: string }>`
+      select book, kind, amount::text from ledger_entries where reference = 'req_1' order by book
+    `.execute(db);
+    assert.deepEqual(books.map((r) => [r.book, r.kind, r.amount]), [
+      [`customer:${a}`, "charge", "-106"],
+      ["system:provider_costs", "charge", "100"],
+      ["system:revenue", "charge", "6"],
+    ]);
+    const { rows: sum } = await sql<{ total: string }>`
+      select sum(amount)::text as total from ledger_entries
+    `.execute(db);
+    assert.equal(sum[0]!.total, "0", "the ledger does not balance");
+  } finally {
+    await database.drop();
+  }
+});
