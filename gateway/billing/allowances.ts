@@ -47,7 +47,9 @@ export interface Allowances {
   /** Charges the ledger committed against a lease (see consumeLeases). */
   committed(accountId: string, leaseId: string, amount: bigint): void;
   /** What is leased and held for an account, for tests and metrics. */
-  peek(accountId: string): { leaseId: string | null; leased: bigint; held: bigint } | undefined;
+  peek(
+    accountId: string,
+  ): { leaseId: string | null; leased: bigint; held: bigint; overdrawn: boolean } | undefined;
   /**
    * The balance as this replica knows it: the database's at the last lease
    * growth, less this replica's charges since (other replicas' are not seen).
@@ -67,6 +69,11 @@ interface AccountAllowance {
   balance: bigint | null;
   /** Charges settled here and not yet committed (part of `held`). */
   owed: bigint;
+  /**
+   * A charge went past its reservation: nothing more is reserved until the
+   * database has seen that charge and says the balance still covers more.
+   */
+  overdrawn: boolean;
   growing: Promise<void> | null;
   releasing: Promise<void> | null;
 }
@@ -85,6 +92,7 @@ export function createAllowances(options: AllowanceOptions): Allowances {
         held: 0n,
         balance: null,
         owed: 0n,
+        overdrawn: false,
         growing: null,
         releasing: null,
       };
@@ -94,6 +102,7 @@ export function createAllowances(options: AllowanceOptions): Allowances {
   };
 
   const take = (accountId: string, state: AccountAllowance, amount: bigint) => {
+    if (state.overdrawn) return null;
     if (state.leaseId === null || state.leased - state.held < amount) return null;
     state.held += amount;
     return { accountId, leaseId: state.leaseId, amount };
@@ -105,6 +114,8 @@ export function createAllowances(options: AllowanceOptions): Allowances {
     amount: bigint,
   ): Promise<Reservation | null> {
     for (;;) {
+      // Until the overspend is committed, the database cannot judge the balance.
+      if (state.overdrawn && state.owed > 0n) return null;
       if (state.releasing) await state.releasing;
       if (state.growing) {
         await state.growing;
@@ -112,7 +123,9 @@ export function createAllowances(options: AllowanceOptions): Allowances {
         if (reserved) return reserved;
         continue;
       }
-      const missing = amount - (state.leaseId === null ? 0n : state.leased - state.held);
+      // After an overspend, ask the database even when the lease still holds enough.
+      const local = state.leaseId === null || state.overdrawn ? 0n : state.leased - state.held;
+      const missing = amount - local;
       let granted = false;
       state.growing = (async () => {
         const lease = await store.grow({
@@ -126,6 +139,7 @@ export function createAllowances(options: AllowanceOptions): Allowances {
         });
         if (!lease) return;
         granted = true;
+        state.overdrawn = false;
         // A swept lease was replaced by a new one: what it held is gone.
         state.leased = lease.id === state.leaseId ? state.leased + lease.granted : lease.amount;
         state.leaseId = lease.id;
@@ -190,6 +204,7 @@ export function createAllowances(options: AllowanceOptions): Allowances {
       const state = stateOf(reservation.accountId);
       state.held += cost - reservation.amount;
       state.owed += cost;
+      if (cost > reservation.amount) state.overdrawn = true;
     },
     committed(accountId, leaseId, amount) {
       const state = accounts.get(accountId);
@@ -207,7 +222,12 @@ export function createAllowances(options: AllowanceOptions): Allowances {
     },
     peek(accountId) {
       const state = accounts.get(accountId);
-      return state && { leaseId: state.leaseId, leased: state.leased, held: state.held };
+      return state && {
+        leaseId: state.leaseId,
+        leased: state.leased,
+        held: state.held,
+        overdrawn: state.overdrawn,
+      };
     },
     tick,
     async close() {

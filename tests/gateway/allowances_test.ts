@@ -128,6 +128,29 @@ Deno.test("two replicas racing for a small balance never reserve more than it ho
   }
 });
 
+Deno.test("after a charge past its reservation, nothing more is reserved until the database agrees", async () => {
+  const database = await freshDatabase();
+  try {
+    const db = database.db.db;
+    const id = await account(db, 1_000n);
+    const replica = allowances(createAllowanceStore(db), "a");
+    const owed = new Owed();
+    const first = (await replica.reserve(id, 100n))!;
+    // The upstream reported far more than was reserved: the balance goes negative.
+    replica.settle(first, 1_500n);
+    owed.add(first, 1_500n);
+    assert.equal(await replica.reserve(id, 10n), null, "reserved before the overspend was settled");
+    await owed.commit(db, id, replica);
+    assert.equal((await books(db, id)).balance, -500n);
+    assert.equal(await replica.reserve(id, 10n), null, "reserved from a negative balance");
+    await sql`update accounts set balance = balance + 1000 where id = ${id}`.execute(db);
+    assert.ok(await replica.reserve(id, 10n), "a top-up did not unblock the account");
+    await replica.close();
+  } finally {
+    await database.drop();
+  }
+});
+
 Deno.test("an idle allowance is given back, and an expired one is swept back", async () => {
   const database = await freshDatabase();
   try {
@@ -220,9 +243,11 @@ Deno.test("property: random top-ups, reservations, settlements, commits and rele
                 const reservation = await replicas[s.replica]!.reserve(id, BigInt(s.amount));
                 if (reservation) open.push({ replica: s.replica, reservation });
                 else {
-                  // Refused only when neither the local allowance nor the free balance covered it.
+                  // Refused only when neither the local allowance nor the free balance covered
+                  // it, or after an overspend (until the database has judged the balance).
                   assert.ok(
-                    localFree + (before.balance - before.reserved) < BigInt(s.amount),
+                    local?.overdrawn ||
+                      localFree + (before.balance - before.reserved) < BigInt(s.amount),
                     `refused ${s.amount} with ${localFree} local and ${
                       before.balance - before.reserved
                     } free`,
