@@ -4,6 +4,7 @@
  * before the gateway starts with one openai_compat provider pointing at the
  * fake upstream, one priced model, one account and one API key.
  */
+import { customerBook, postTransaction } from "../../schema/ledger.ts";
 import postgres from "postgres";
 import type { Kysely } from "kysely";
 import { migrateToLatest } from "../../migrations/mod.ts";
@@ -12,6 +13,9 @@ import { createDb } from "../../schema/db.ts";
 import { generateSecret, hashSecret } from "../../schema/keys.ts";
 import { parseUsd } from "../../schema/money.ts";
 import { deriveServerKeys, sealCredential, type ServerKeys } from "../../schema/secrets.ts";
+
+/** 1,000,000 USD: the balance never limits a run. */
+const BENCH_CREDIT = parseUsd("1000000");
 
 export const BENCH_SECRET = "tollgate-bench-secret-".padEnd(48, "x");
 
@@ -133,6 +137,15 @@ async function seed(
   }).execute();
   const account = await db.insertInto("accounts").values({ name: "bench" })
     .returning("id").executeTakeFirstOrThrow();
+  // Prepaid, as every account is: enough for any run, through the ledger like a real credit.
+  await postTransaction(db, {
+    kind: "adjustment",
+    entries: [
+      { book: customerBook(account.id), amount: BENCH_CREDIT },
+      { book: "system:adjustments", accountId: account.id, amount: -BENCH_CREDIT },
+    ],
+    memo: "bench credit",
+  });
   const issued = generateSecret();
   await db.insertInto("api_keys").values({
     account_id: account.id,
