@@ -17,7 +17,7 @@ import { images } from "./routes/images.ts";
 import { countTokens, messages } from "./routes/messages.ts";
 import { listModels, retrieveModel } from "./routes/models.ts";
 import { responses } from "./routes/responses.ts";
-import { createDeadlines } from "./routing/deadlines.ts";
+import { createDeadlines, type Deadlines } from "./routing/deadlines.ts";
 import { type BackoffConfig, createCooldowns } from "./routing/fallback.ts";
 
 export interface AppDeps {
@@ -25,6 +25,8 @@ export interface AppDeps {
   usage: UsageSink;
   /** Prepaid balances; without it nothing is reserved or charged. */
   billing?: Billing;
+  /** Every upstream attempt's deadline; the server expires them all at its drain deadline. */
+  deadlines?: Deadlines;
   hashingKey: Uint8Array;
   config: {
     maxBodyBytes: number;
@@ -119,7 +121,7 @@ export function createApp(deps: AppDeps): (request: Request) => Promise<Response
     backoff: deps.config.backoff ?? DEFAULT_BACKOFF,
     billing: deps.billing,
     cooldowns: createCooldowns(),
-    deadlines: createDeadlines(),
+    deadlines: deps.deadlines ?? createDeadlines(),
     now: clock.monotonic,
     sleep: deps.sleep,
     random: deps.random,

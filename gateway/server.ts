@@ -13,6 +13,7 @@
 import type { Db } from "../schema/db.ts";
 import type { ServerKeys } from "../schema/secrets.ts";
 import { createApp } from "./app.ts";
+import { createDeadlines } from "./routing/deadlines.ts";
 import { createAllowanceStore } from "./billing/allowance_store.ts";
 import { type Allowances, createAllowances } from "./billing/allowances.ts";
 import type { GatewayConfig } from "./config.ts";
@@ -117,21 +118,18 @@ export async function startGateway(deps: GatewayDeps): Promise<GatewayServer> {
     onRefused: config.spoolDir ? (refused) => setAside(config.spoolDir!, refused, log) : undefined,
     log: deps.log,
   });
-  // Aborted when a shutdown's drain deadline passes: every upstream call still open ends.
-  const draining = new AbortController();
-  const upstreamFetch = deps.fetch ?? fetch;
+  // Every upstream attempt's deadline: at a shutdown's drain deadline they all
+  // expire at once, and every upstream call still open ends.
+  const deadlines = createDeadlines();
   const app = createApp({
     policy,
     usage,
     // Standard mode: prepaid balances, the provider cost plus the operator's fee (5.5% by default).
     billing: { allowances, feeBps: config.billing?.standardFeeBps ?? 550 },
+    deadlines,
     hashingKey: deps.keys.hashing,
     config,
-    fetch: (input, init) =>
-      upstreamFetch(input, {
-        ...init,
-        signal: init?.signal ? AbortSignal.any([init.signal, draining.signal]) : draining.signal,
-      }),
+    fetch: deps.fetch,
     log: deps.log,
   });
   // A non-streamed answer leaves once its usage event is in the spool file.
@@ -158,7 +156,7 @@ export async function startGateway(deps: GatewayDeps): Promise<GatewayServer> {
       const drainMs = config.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
       const closed = server.shutdown().then(() => true);
       const cut = setTimeout(() => {
-        draining.abort(new Error("the gateway is shutting down"));
+        deadlines.expireAll(new Error("the gateway is shutting down"));
       }, drainMs);
       let giveUp: ReturnType<typeof setTimeout> | undefined;
       const ended = await Promise.race([

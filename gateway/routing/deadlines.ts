@@ -9,15 +9,20 @@
  */
 
 export interface Deadlines {
-  /** Calls `onExpire` once `ms` have passed, unless the returned cancel runs first. */
-  add(ms: number, onExpire: () => void): () => void;
+  /**
+   * Calls `onExpire` once `ms` have passed, unless the returned cancel runs
+   * first; with expireAll's reason when that fired it.
+   */
+  add(ms: number, onExpire: (reason?: unknown) => void): () => void;
+  /** Fires every armed deadline now, with `reason` (a shutdown that stops waiting for upstreams). */
+  expireAll(reason?: unknown): void;
   /** How many deadlines are armed. */
   readonly size: number;
 }
 
 interface Entry {
   at: number;
-  onExpire: () => void;
+  onExpire: (reason?: unknown) => void;
 }
 
 export const DEADLINE_TICK_MS = 25;
@@ -58,6 +63,12 @@ export function createDeadlines(
       return () => {
         armed.delete(entry);
       };
+    },
+    expireAll(reason) {
+      const due = [...armed];
+      armed.clear();
+      stop();
+      for (const entry of due) entry.onExpire(reason);
     },
     get size() {
       return armed.size;

@@ -110,7 +110,8 @@ export async function sendWithFallback(
     const controller = new AbortController();
     const release = deps.deadlines.add(
       call.timeoutMs,
-      () => controller.abort(new DOMException("The upstream timed out.", "TimeoutError")),
+      (reason) =>
+        controller.abort(reason ?? new DOMException("The upstream timed out.", "TimeoutError")),
     );
     const abort = () => {
       release();

@@ -49,3 +49,17 @@ Deno.test("the clock stops when nothing is armed, and an armed deadline does not
   // Left armed on purpose: Deno's test sanitizer would report a live, ref'd timer.
   deadlines.add(60_000, () => {});
 });
+
+Deno.test("expireAll fires every armed deadline at once, and only those", () => {
+  const deadlines = createDeadlines({ tickMs: 5 });
+  const fired: string[] = [];
+  deadlines.add(60_000, () => fired.push("a"));
+  const cancelB = deadlines.add(60_000, () => fired.push("b"));
+  deadlines.add(120_000, () => fired.push("c"));
+  cancelB();
+  deadlines.expireAll();
+  assert.deepEqual(fired, ["a", "c"]);
+  assert.equal(deadlines.size, 0);
+  deadlines.expireAll();
+  assert.deepEqual(fired, ["a", "c"], "an expired deadline fired twice");
+});
