@@ -27,12 +27,6 @@ export type UsageRecord = NewUsageEvent & {
   lease_id?: string | null;
 };
 
-/** What the customer pays for a usage row: the provider cost (Standard) plus the fee. */
-export function chargeOf(event: NewUsageEvent): bigint {
-  const cost = event.billing_mode === "byok" ? 0n : BigInt(event.cost);
-  return cost + BigInt(event.fee ?? 0);
-}
-
 export function usageEvent(ctx: RequestContext, outcome: Outcome): UsageRecord {
   const usage = outcome.usage ?? { promptTokens: 0, completionTokens: 0, cachedTokens: 0 };
   const cost = outcome.route ? usageCost(usage, outcome.route.model.prices) : 0n;

@@ -7,6 +7,7 @@
  * own answer, exactly as for chat completions.
  */
 import { GatewayError } from "../errors.ts";
+import { PASSED_HEADERS } from "../providers/anthropic/mod.ts";
 import { loadTokenizer } from "../metering/tokens.ts";
 import { resolveTargets } from "../routing/resolve.ts";
 import { isCustomTool, toChatRequest } from "../translate/messages_request.ts";
@@ -16,8 +17,6 @@ import { promptBound, readJsonBody } from "./body.ts";
 import type { RequestContext, RouteDeps } from "./context.ts";
 import { anthropicVersion, countMessagesTokens, validateMessages } from "./messages_body.ts";
 import { proxy } from "./proxy.ts";
-
-const PASSED_HEADERS = ["anthropic-version", "anthropic-beta"] as const;
 
 export async function messages(
   request: Request,

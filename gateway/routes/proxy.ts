@@ -7,7 +7,8 @@
 import { asGatewayError, GatewayError } from "../errors.ts";
 import { estimateStreamedTokens, parseUsage, replyText } from "../metering/usage.ts";
 import { countTokens, loadTokenizer } from "../metering/tokens.ts";
-import { chargeOf, type Outcome, usageEvent } from "../metering/usage_event.ts";
+import { type Outcome, usageEvent } from "../metering/usage_event.ts";
+import { requestCharge } from "../billing/settlement.ts";
 import { INTERRUPTED_OUTCOME } from "../metering/usage_queue.ts";
 import { admit } from "../billing/admission.ts";
 import { formatUsd } from "../../schema/money.ts";
@@ -103,7 +104,8 @@ export async function proxy(
         { mode: "standard", feeBps: billing.feeBps, leaseId: reservation?.leaseId ?? null },
     });
     deps.usage.push(event);
-    const charge = chargeOf(event);
+    const billed = requestCharge(event);
+    const charge = billed ? billed.cost + billed.fee : 0n;
     if (reservation) billing!.allowances.settle(reservation, charge);
     return charge;
   };

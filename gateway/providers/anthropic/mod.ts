@@ -23,7 +23,7 @@ import { translateStream } from "./stream.ts";
 export const ANTHROPIC_VERSION = "2023-06-01";
 
 /** Caller headers a pass-through keeps: the API version and beta features it asked for. */
-const PASSED_HEADERS = ["anthropic-version", "anthropic-beta"] as const;
+export const PASSED_HEADERS = ["anthropic-version", "anthropic-beta"] as const;
 
 function emptyStream(provider: string): GatewayError {
   return new GatewayError("upstream_error", 502, `Provider "${provider}" sent an empty stream.`);
