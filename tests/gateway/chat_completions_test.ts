@@ -1,12 +1,6 @@
 import assert from "node:assert/strict";
 import OpenAI from "openai";
-import { type Stack, startStack, waitFor } from "../helpers/stack.ts";
-
-async function usageRows(stack: Stack) {
-  await stack.gateway.usage.flush();
-  return await stack.database.db.db.selectFrom("usage_events").selectAll().orderBy("created_at")
-    .execute();
-}
+import { startStack, waitFor } from "../helpers/stack.ts";
 
 Deno.test("the openai client gets a chat completion with usage, and it is metered", async () => {
   const stack = await startStack();
@@ -23,7 +17,7 @@ Deno.test("the openai client gets a chat completion with usage, and it is metere
     assert.equal(response.headers.get("x-tollgate-provider"), "mock");
     assert.equal(response.headers.get("x-tollgate-upstream-model"), "mock-1");
 
-    const [row, ...rest] = await usageRows(stack);
+    const [row, ...rest] = await stack.usageRows();
     assert.equal(rest.length, 0);
     assert.equal(row!.request_id, response.headers.get("x-request-id"));
     assert.equal(row!.account_id, accountId);
@@ -71,7 +65,7 @@ Deno.test("a streamed completion arrives whole; the usage chunk only when asked 
     for await (const chunk of withUsage) if (chunk.usage) usage = chunk.usage;
     assert.ok(usage && usage.completion_tokens > 0);
 
-    const rows = await usageRows(stack);
+    const rows = await stack.usageRows();
     assert.equal(rows.length, 2);
     for (const row of rows) {
       assert.equal(row.stream, true);
@@ -177,7 +171,7 @@ Deno.test("errors use OpenAI's shape with a request id, and nothing is metered",
     ]);
     assert.match(missing.headers.get("x-request-id")!, /^req_/);
 
-    assert.equal((await usageRows(stack)).length, 0);
+    assert.equal((await stack.usageRows()).length, 0);
   } finally {
     await stack.close();
   }

@@ -56,12 +56,6 @@ async function withAlias(
   }
 }
 
-async function usageRows(stack: Stack) {
-  await stack.gateway.usage.flush();
-  return await stack.database.db.db.selectFrom("usage_events").selectAll()
-    .orderBy("created_at").execute();
-}
-
 const ask = { model: ALIAS, messages: [{ role: "user" as const, content: "hi" }] };
 
 Deno.test("a 5xx before the first byte falls back to the next target, which is named and billed", async () => {
@@ -76,7 +70,7 @@ Deno.test("a 5xx before the first byte falls back to the next target, which is n
     assert.equal(alpha.requests.length, 1);
     assert.equal(beta.requests[0]!.model, "beta-upstream");
 
-    const [row] = await usageRows(stack);
+    const [row] = await stack.usageRows();
     assert.equal(row!.model, ALIAS);
     assert.equal(row!.provider_name, "beta");
     assert.equal(row!.status, 200);
@@ -143,7 +137,7 @@ Deno.test("an error a retry cannot fix is not sent to the next target", async ()
     assert.equal(refused.status, 502);
     assert.equal(refused.headers?.get("x-should-retry"), "false");
     assert.equal(beta.requests.length, 0);
-    assert.deepEqual((await usageRows(stack)).map((r) => r.cost), [0n, 0n]);
+    assert.deepEqual((await stack.usageRows()).map((r) => r.cost), [0n, 0n]);
   });
 });
 
@@ -157,7 +151,7 @@ Deno.test("when every target fails, the caller gets the last error with its Retr
     assert.equal(error.headers?.get("retry-after"), "1");
     assert.equal(error.headers?.get("x-should-retry"), "true");
     assert.match(String(error.headers?.get("x-request-id")), /^req_/);
-    const [row] = await usageRows(stack);
+    const [row] = await stack.usageRows();
     assert.equal(row!.status, 429);
     assert.equal(row!.cost, 0n);
   });
@@ -174,7 +168,7 @@ Deno.test("a stream reset after its first byte is not switched: in-band error, u
     assert.match(error.message, /upstream stream from "alpha" failed/);
     assert.equal(beta.requests.length, 0, "no silent switch to another provider");
 
-    const [row] = await usageRows(stack);
+    const [row] = await stack.usageRows();
     assert.equal(row!.provider_name, "alpha");
     assert.equal(row!.error_code, "upstream_error");
     assert.equal(row!.estimated, true);
@@ -192,7 +186,7 @@ Deno.test("a truncated stream ends for the client and is metered as estimated", 
     assert.equal(text, "Hello from");
     assert.equal(beta.requests.length, 0);
 
-    const [row] = await usageRows(stack);
+    const [row] = await stack.usageRows();
     assert.equal(row!.error_code, "upstream_cut");
     assert.equal(row!.estimated, true);
     assert.equal(row!.completion_tokens, 2);

@@ -8,6 +8,7 @@
  * reported. (OpenAI's client on an Anthropic upstream, the other way, is
  * tests/providers/anthropic_test.ts.)
  */
+import type { UsageEvent } from "../../schema/database.ts";
 import assert from "node:assert/strict";
 import type Anthropic from "@anthropic-ai/sdk";
 import {
@@ -55,12 +56,7 @@ interface Ctx {
   meteredOnce(requestId: string | null | undefined): Promise<UsageRow>;
 }
 
-type UsageRow = Awaited<ReturnType<typeof usageRows>>[number];
-
-async function usageRows(stack: Stack) {
-  await stack.gateway.usage.flush();
-  return await stack.database.db.db.selectFrom("usage_events").selectAll().execute();
-}
+type UsageRow = UsageEvent;
 
 async function withNative(test: (ctx: Ctx) => Promise<void>, options: StackOptions = {}) {
   const stack = await startStack(options);
@@ -78,8 +74,8 @@ async function withNative(test: (ctx: Ctx) => Promise<void>, options: StackOptio
     await waitFor(() => stack.gateway.policy.model(MODEL) !== undefined);
     let count = 0;
     const meteredOnce = async (requestId: string | null | undefined) => {
-      let rows = await usageRows(stack);
-      await waitFor(async () => (rows = await usageRows(stack)).length > count);
+      let rows = await stack.usageRows();
+      await waitFor(async () => (rows = await stack.usageRows()).length > count);
       assert.equal(rows.length, count + 1, "exactly one usage row per request");
       count = rows.length;
       const row = rows.find((r) => r.request_id === requestId);

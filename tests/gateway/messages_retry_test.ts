@@ -5,6 +5,7 @@
  * does not, and what is metered: one row per request, and for a stream the
  * upstream cut short an estimate, never zero.
  */
+import type { UsageEvent } from "../../schema/database.ts";
 import assert from "node:assert/strict";
 import type Anthropic from "@anthropic-ai/sdk";
 import { anthropicError, startFakeAnthropic } from "../helpers/fake_anthropic.ts";
@@ -43,13 +44,7 @@ interface Ctx {
   newRows(): Promise<UsageRow[]>;
 }
 
-type UsageRow = Awaited<ReturnType<typeof usageRows>>[number];
-
-async function usageRows(stack: Stack) {
-  await stack.gateway.usage.flush();
-  return await stack.database.db.db.selectFrom("usage_events").selectAll()
-    .orderBy("created_at").execute();
-}
+type UsageRow = UsageEvent;
 
 async function withUpstreams(test: (ctx: Ctx) => Promise<void>) {
   const stack = await startStack();
@@ -95,7 +90,7 @@ async function withUpstreams(test: (ctx: Ctx) => Promise<void>) {
         return { client, seen, keyId };
       },
       async newRows() {
-        const rows = await usageRows(stack);
+        const rows = await stack.usageRows();
         const added = rows.slice(counted);
         counted = rows.length;
         return added;
@@ -333,7 +328,7 @@ Deno.test("a stream the upstream cuts short is metered as estimated, and each SD
       await apiError(sdk, stream.finalMessage());
 
       await waitFor(async () =>
-        (await usageRows(stack)).length >= 2 * (SDK_MAJORS.indexOf(sdk) + 1)
+        (await stack.usageRows()).length >= 2 * (SDK_MAJORS.indexOf(sdk) + 1)
       );
       const rows = await newRows();
       assert.deepEqual(

@@ -35,11 +35,6 @@ async function withUpstream(
   }
 }
 
-async function usageRows(stack: Stack) {
-  await stack.gateway.usage.flush();
-  return await stack.database.db.db.selectFrom("usage_events").selectAll().execute();
-}
-
 Deno.test("requests reach the upstream unchanged but for the model, with the provider's credential", async () => {
   await withUpstream(async (stack, fake, client) => {
     const tools = [{
@@ -63,7 +58,7 @@ Deno.test("requests reach the upstream unchanged but for the model, with the pro
     assert.deepEqual(sent.body.stop, ["END"]);
     assert.deepEqual(sent.body.response_format, { type: "json_object" });
 
-    const [row] = await usageRows(stack);
+    const [row] = await stack.usageRows();
     assert.equal(row!.prompt_tokens, 11);
     assert.equal(row!.completion_tokens, 7);
     // $1 and $2 per million tokens: 100 and 200 microcents a token.
@@ -94,7 +89,7 @@ Deno.test("a stream always asks the upstream for usage, and strips it when the c
     assert.ok(chunks.every((c) => c.choices.length > 0), "no usage-only chunk reaches the client");
     assert.deepEqual(fake.requests[0]!.body.stream_options, { include_usage: true });
 
-    const [row] = await usageRows(stack);
+    const [row] = await stack.usageRows();
     assert.equal(row!.prompt_tokens, 12);
     assert.equal(row!.completion_tokens, 3);
     assert.equal(row!.estimated, false);
@@ -118,7 +113,7 @@ Deno.test("a stream cut before usage is estimated with the tokenizer, never bill
     for await (const c of stream) text += c.choices[0]?.delta?.content ?? "";
     assert.equal(text, "The quick brown fox jumps over the lazy dog.");
 
-    const [row] = await usageRows(stack);
+    const [row] = await stack.usageRows();
     assert.equal(row!.estimated, true);
     assert.equal(row!.error_code, "upstream_cut");
     assert.equal(row!.completion_tokens, 10); // o200k_base: 9 words and the full stop
@@ -149,7 +144,7 @@ Deno.test("an upstream failing mid-stream becomes an in-band error event", async
     assert.ok(error instanceof OpenAI.APIError, `expected an in-band APIError, got ${error}`);
     assert.match(error.message, /upstream stream from "fake" failed/);
 
-    const [row] = await usageRows(stack);
+    const [row] = await stack.usageRows();
     assert.equal(row!.error_code, "upstream_error");
     assert.equal(row!.estimated, true);
   });
@@ -184,8 +179,8 @@ Deno.test("a client that leaves mid-stream aborts the upstream request and is st
     let seen = 0;
     for await (const _ of stream) if (++seen === 3) break;
     await waitFor(() => upstreamCancelled, 2_000);
-    const rows = await waitFor(async () => (await usageRows(stack)).length === 1, 2_000).then(() =>
-      usageRows(stack)
+    const rows = await waitFor(async () => (await stack.usageRows()).length === 1, 2_000).then(() =>
+      stack.usageRows()
     );
     assert.equal(rows[0]!.error_code, "client_cancelled");
     assert.equal(rows[0]!.estimated, true);
@@ -225,7 +220,7 @@ Deno.test("upstream errors map to statuses a client can act on", async () => {
       assert.ok(!JSON.stringify(error.error).includes("sk-upstream-secret"));
       if (status === 429) assert.equal(error.headers?.get("retry-after"), "7");
     }
-    const rows = await usageRows(stack);
+    const rows = await stack.usageRows();
     assert.deepEqual(rows.map((r) => r.status).sort(), [400, 429, 502, 502]);
     assert.ok(rows.every((r) => r.cost === 0n));
   });

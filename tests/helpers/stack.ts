@@ -7,6 +7,7 @@
 import Anthropic from "@anthropic-ai/sdk";
 import Anthropic0 from "@anthropic-ai/sdk-0";
 import OpenAI from "openai";
+import type { UsageEvent } from "../../schema/database.ts";
 import { ensureAdminToken } from "../../control/auth.ts";
 import { startControl } from "../../control/server.ts";
 import { seedMockProvider } from "../../gateway/providers/mock_seed.ts";
@@ -37,6 +38,8 @@ export interface Stack {
   anthropic(secret: string, options?: AnthropicClientOptions): Anthropic;
   /** A provider and one model on it, made through GraphQL; fails the test if refused. */
   addModel(options: AddModelOptions): Promise<void>;
+  /** Every usage row, oldest first, once the gateway's queue is flushed. */
+  usageRows(): Promise<UsageEvent[]>;
   close(): Promise<void>;
 }
 
@@ -179,6 +182,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
         return r.status === 200;
       });
       return { accountId, keyId: created.apiKey.id, secret: created.secret };
+    },
+    async usageRows() {
+      await gateway.usage.flush();
+      return await database.db.db.selectFrom("usage_events").selectAll().orderBy("created_at")
+        .execute();
     },
     async addModel(o) {
       const provider = await graphql(

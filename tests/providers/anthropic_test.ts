@@ -643,11 +643,6 @@ async function withStack(test: (stack: Stack, fake: Fake, client: OpenAI) => Pro
   }
 }
 
-async function usageRows(stack: Stack) {
-  await stack.gateway.usage.flush();
-  return await stack.database.db.db.selectFrom("usage_events").selectAll().execute();
-}
-
 Deno.test("the openai SDK talks to an Anthropic provider through the gateway, streaming and not", async () => {
   await withStack(async (stack, fake, client) => {
     const completion = await client.chat.completions.create({
@@ -701,8 +696,8 @@ Deno.test("the openai SDK talks to an Anthropic provider through the gateway, st
     assert.equal(final.choices[0]!.finish_reason, "tool_calls");
     assert.equal(final.usage?.completion_tokens, expected.toolUsage.completion_tokens);
 
-    const rows = await waitFor(async () => (await usageRows(stack)).length === 4)
-      .then(() => usageRows(stack));
+    const rows = await waitFor(async () => (await stack.usageRows()).length === 4)
+      .then(() => stack.usageRows());
     const tokens = rows.map((r) => [r.stream, r.prompt_tokens, r.completion_tokens, r.estimated])
       .sort((a, b) => Number(a[0]) - Number(b[0]) || Number(a[1]) - Number(b[1]));
     assert.deepEqual(tokens, [
