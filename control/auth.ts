@@ -13,13 +13,10 @@ import {
   isWellFormedSecret,
 } from "../schema/keys.ts";
 import type { ServerKeys } from "../schema/secrets.ts";
+import type { Actor } from "./access.ts";
 import { recordAudit } from "./services/audit.ts";
 
-export interface Actor {
-  kind: "operator";
-  /** "admin:<token prefix>", or "admin:configured" for TOLLGATE_ADMIN_TOKEN. */
-  id: string;
-}
+export type { Actor } from "./access.ts";
 
 /**
  * Makes sure an operator can sign in. With a configured token nothing is

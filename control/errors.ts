@@ -22,6 +22,14 @@ export class NotFoundError extends Error {
   }
 }
 
+/** The actor may see the record but its role does not allow this action. */
+export class ForbiddenError extends Error {
+  override readonly name = "ForbiddenError";
+  constructor(message: string) {
+    super(message);
+  }
+}
+
 /** Parses `input` with `schema`, or throws an InvalidInputError naming the first bad field. */
 export function parseInput<T extends z.ZodType>(schema: T, input: unknown): z.output<T> {
   const result = schema.safeParse(input);
@@ -63,6 +71,9 @@ export function toGraphQLError(error: unknown): unknown {
   }
   if (error instanceof NotFoundError) {
     return new GraphQLError(error.message, { extensions: { code: "NOT_FOUND" } });
+  }
+  if (error instanceof ForbiddenError) {
+    return new GraphQLError(error.message, { extensions: { code: "FORBIDDEN" } });
   }
   return error;
 }

@@ -8,12 +8,13 @@
  */
 import SchemaBuilder from "@pothos/core";
 import ErrorsPlugin from "@pothos/plugin-errors";
+import RelayPlugin from "@pothos/plugin-relay";
 import { GraphQLError, Kind } from "graphql";
 import type { Kysely } from "kysely";
 import type { Database } from "../../schema/database.ts";
 import { formatUsd, parseUsd } from "../../schema/money.ts";
 import type { ServerKeys } from "../../schema/secrets.ts";
-import type { Actor } from "../auth.ts";
+import type { Actor } from "../access.ts";
 import type { AuditMeta } from "../services/audit.ts";
 
 export interface Context {
@@ -34,9 +35,17 @@ export const builder = new SchemaBuilder<{
     Money: { Input: bigint; Output: bigint };
   };
 }>({
-  plugins: [ErrorsPlugin],
+  plugins: [ErrorsPlugin, RelayPlugin],
   defaultFieldNullability: false,
   errors: { directResult: true },
+  // Lists are Relay connections (t.connection / resolveCursorConnection).
+  relay: {
+    clientMutationId: "omit",
+    cursorType: "String",
+    // Objects are fetched by their own queries; no global node(id:) lookup.
+    nodeQueryOptions: false,
+    nodesQueryOptions: false,
+  },
 });
 
 builder.queryType({});

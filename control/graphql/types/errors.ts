@@ -2,7 +2,7 @@
  * The expected errors as GraphQL types. Every error implements `Error`, so a
  * client can always select `... on Error { message }`.
  */
-import { InvalidInputError, NotFoundError } from "../../errors.ts";
+import { ForbiddenError, InvalidInputError, NotFoundError } from "../../errors.ts";
 import { builder } from "../builder.ts";
 
 export const ErrorInterface = builder.interfaceRef<Error>("Error").implement({
@@ -23,5 +23,11 @@ builder.objectType(InvalidInputError, {
 builder.objectType(NotFoundError, {
   name: "NotFoundError",
   description: "A referenced record does not exist.",
+  interfaces: [ErrorInterface],
+});
+
+builder.objectType(ForbiddenError, {
+  name: "ForbiddenError",
+  description: "The record is visible to the caller, but the caller's role does not allow this.",
   interfaces: [ErrorInterface],
 });
