@@ -8,7 +8,7 @@
  */
 import { crc32 } from "node:zlib";
 import type { NewUsageEvent } from "../../schema/database.ts";
-import { jsonFields } from "./usage_batch.ts";
+import { eventJson, jsonFields } from "./usage_batch.ts";
 
 export type RecordKind = "i" | "c";
 
@@ -28,12 +28,9 @@ const decoder = new TextDecoder();
 /** The text of a record after its checksum, newline included. */
 export function recordText(kind: RecordKind, event: NewUsageEvent): string {
   // JSON has no bigint: the int8 columns go as strings, as in the database
-  // batch. A Date left for JSON.stringify to convert would take it off its
-  // fast path.
-  const fields = jsonFields(event);
-  const { created_at } = event;
-  fields.created_at = typeof created_at === "string" ? created_at : created_at.toISOString();
-  return `${kind} ${JSON.stringify(fields)}\n`;
+  // batch, which reuses a completion's JSON (an intent's is not needed again).
+  const json = kind === "c" ? eventJson(event) : JSON.stringify(jsonFields(event));
+  return `${kind} ${json}\n`;
 }
 
 /** The most bytes a record of `text` takes (a UTF-16 unit is at most 3 bytes of UTF-8). */
