@@ -5,6 +5,8 @@
  */
 import { AGENT_HEADER, parseAgentIdentity } from "./agents/identity.ts";
 import { authenticate, createSecretHasher } from "./auth/authenticate.ts";
+import { createRateLimiter } from "./auth/rate_limiter.ts";
+import type { IpRange } from "../schema/ip_ranges.ts";
 import { asGatewayError, GatewayError, renderAnthropicError, renderError } from "./errors.ts";
 import type { UsageSink } from "./metering/usage_queue.ts";
 import type { Policy } from "./policy/snapshot.ts";
@@ -34,6 +36,8 @@ export interface AppDeps {
     streamTimeoutMs: number;
     /** Waits between fallback attempts; defaults to DEFAULT_BACKOFF. */
     backoff?: BackoffConfig;
+    /** Peers whose X-Forwarded-For is believed for IP allowlists; default none. */
+    trustedProxies?: readonly IpRange[];
   };
   fetch?: typeof fetch;
   /** Wall clock (ms since epoch) and monotonic clock (ms); fakes in tests. */
@@ -109,7 +113,14 @@ function speaksAnthropic(path: string, headers: Headers): boolean {
   return path.startsWith("/v1/messages") || headers.has("anthropic-version");
 }
 
-export function createApp(deps: AppDeps): (request: Request) => Promise<Response> {
+/** What the server knows of a request's connection (Deno.ServeHandlerInfo's part we read). */
+export interface ConnectionInfo {
+  remoteAddr?: { transport: string; hostname?: string };
+}
+
+export function createApp(
+  deps: AppDeps,
+): (request: Request, info?: ConnectionInfo) => Promise<Response> {
   const clock = deps.clock ?? { now: Date.now, monotonic: () => performance.now() };
   const routeDeps: RouteDeps = {
     policy: deps.policy,
@@ -120,6 +131,8 @@ export function createApp(deps: AppDeps): (request: Request) => Promise<Response
     streamTimeoutMs: deps.config.streamTimeoutMs,
     backoff: deps.config.backoff ?? DEFAULT_BACKOFF,
     billing: deps.billing,
+    // Requests and tokens per minute, per key, in this replica's memory.
+    limits: createRateLimiter(),
     cooldowns: createCooldowns(),
     deadlines: deps.deadlines ?? createDeadlines(),
     now: clock.monotonic,
@@ -129,8 +142,9 @@ export function createApp(deps: AppDeps): (request: Request) => Promise<Response
   };
 
   const hashSecretCached = createSecretHasher(deps.hashingKey);
+  const trustedProxies = deps.config.trustedProxies ?? [];
 
-  return async function handle(request: Request): Promise<Response> {
+  return async function handle(request: Request, info?: ConnectionInfo): Promise<Response> {
     const requestId = `req_${crypto.randomUUID().replaceAll("-", "")}`;
     const path = pathOf(request.url);
     if (path === "/healthz") return new Response("ok", { headers: { "x-request-id": requestId } });
@@ -162,6 +176,7 @@ export function createApp(deps: AppDeps): (request: Request) => Promise<Response
         policy: deps.policy,
         hash: hashSecretCached,
         now: clock.now(),
+        origin: { peer: info?.remoteAddr?.hostname ?? null, trustedProxies },
       });
       ctx.agent = parseAgentIdentity(request.headers.get(AGENT_HEADER));
       return await route.handler(request, ctx, routeDeps);

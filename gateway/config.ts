@@ -11,6 +11,7 @@ import {
   sharedEnvShape,
 } from "../schema/config.ts";
 import { type BillingConfig, billingConfig, billingEnvShape } from "../schema/config.ts";
+import { type IpRange, parseIpRange } from "../schema/ip_ranges.ts";
 
 const seconds = (fallback: number) => z.coerce.number().positive().default(fallback);
 const flag = (fallback: boolean) =>
@@ -38,6 +39,15 @@ const gatewayEnv = z.object({
     .transform((v) => v === "always" ? v : Number(v)).default(100),
   TOLLGATE_DRAIN_TIMEOUT_MS: z.coerce.number().int().min(0).default(10_000),
   TOLLGATE_MOCK_PROVIDER: flag(true),
+  TOLLGATE_TRUSTED_PROXIES: z.string().default("").transform((text, ctx) => {
+    const ranges: IpRange[] = [];
+    for (const item of text.split(",").map((s) => s.trim()).filter(Boolean)) {
+      const range = parseIpRange(item);
+      if (typeof range === "string") ctx.addIssue({ code: "custom", message: range });
+      else ranges.push(range);
+    }
+    return ranges;
+  }),
 });
 
 export interface GatewayConfig extends SharedConfig {
@@ -66,6 +76,11 @@ export interface GatewayConfig extends SharedConfig {
   seedMockProvider: boolean;
   /** The operator fee, the BYOK routing fee and free requests. */
   billing: Readonly<BillingConfig>;
+  /**
+   * The proxies (CIDR ranges) whose X-Forwarded-For is believed when a key's
+   * IP allowlist is checked; empty: only the socket peer's address counts.
+   */
+  trustedProxies: readonly IpRange[];
 }
 
 export function loadConfig(env: Record<string, string | undefined>): Readonly<GatewayConfig> {
@@ -93,5 +108,6 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Ga
     drainTimeoutMs: e.TOLLGATE_DRAIN_TIMEOUT_MS,
     seedMockProvider: e.TOLLGATE_MOCK_PROVIDER && !shared.databaseUrl,
     billing: billingConfig(e),
+    trustedProxies: Object.freeze(e.TOLLGATE_TRUSTED_PROXIES),
   });
 }

@@ -16,6 +16,10 @@ export type ErrorCode =
   | "expired_api_key"
   | "account_suspended"
   | "insufficient_scope"
+  /** The key's IP allowlist does not hold the client's address (403). */
+  | "ip_not_allowed"
+  /** The key's requests or tokens per minute are used up on this replica (429). */
+  | "rate_limit_exceeded"
   | "model_not_found"
   | "model_not_allowed"
   | "route_unavailable"
@@ -29,6 +33,12 @@ export type ErrorCode =
   | "upstream_overloaded"
   /** The balance cannot cover the request's worst case (402). */
   | "insufficient_quota"
+  /** The API key's spend limit cannot cover the request's worst case (402). */
+  | "key_spend_limit_reached"
+  /** The upstream refused the caller's own provider key (BYOK; 400). */
+  | "provider_key_rejected"
+  /** The account's registered provider key cannot be decrypted here (BYOK; 503). */
+  | "provider_key_unavailable"
   | "internal_error";
 
 const TYPES: Record<number, string> = {

@@ -20,7 +20,12 @@ try {
 const db = await createDb({ databaseUrl: config.databaseUrl, dataDir: config.pgliteDir });
 await migrateToLatest(db.db);
 if (config.seedMockProvider) await seedMockProvider(db.db);
-const keys = await loadServerKeys({ secret: config.secret, dataDir: config.dataDir });
+// With the KEK keyring: BYOK keys the control plane sealed are opened here.
+const keys = await loadServerKeys({
+  secret: config.secret,
+  dataDir: config.dataDir,
+  kek: config.kek,
+});
 const gateway = await startGateway({ db, keys, config });
 console.log(`Tollgate gateway listening on ${gateway.url}/v1`);
 

@@ -16,6 +16,7 @@ import { createApp } from "./app.ts";
 import { createDeadlines } from "./routing/deadlines.ts";
 import { createAllowanceStore } from "./billing/allowance_store.ts";
 import { type Allowances, createAllowances } from "./billing/allowances.ts";
+import { createLimitPools, type LimitPools } from "./billing/pools.ts";
 import type { GatewayConfig } from "./config.ts";
 import { openSpool } from "./metering/spool.ts";
 import { replaySpool, setAside } from "./metering/spool_replay.ts";
@@ -35,6 +36,8 @@ export interface GatewayServer {
   policy: Policy;
   usage: UsageQueue;
   allowances: Allowances;
+  /** Keys' spend limits and the months' free BYOK requests, leased like balances. */
+  pools: LimitPools;
   shutdown(): Promise<void>;
 }
 
@@ -45,7 +48,13 @@ export interface GatewayDeps {
     & Partial<
       Pick<
         GatewayConfig,
-        "backoff" | "usageMaxPending" | "spoolDir" | "spoolFsync" | "drainTimeoutMs" | "billing"
+        | "backoff"
+        | "usageMaxPending"
+        | "spoolDir"
+        | "spoolFsync"
+        | "drainTimeoutMs"
+        | "billing"
+        | "trustedProxies"
       >
     >
     & Pick<
@@ -94,22 +103,34 @@ export async function startGateway(deps: GatewayDeps): Promise<GatewayServer> {
     log: deps.log,
   });
   const store = createAllowanceStore(deps.db.db);
+  const replicaId = `${Deno.hostname()}:${Deno.pid}:${crypto.randomUUID().slice(0, 8)}`;
   const allowances = createAllowances({
     store,
-    replicaId: `${Deno.hostname()}:${Deno.pid}:${crypto.randomUUID().slice(0, 8)}`,
+    replicaId,
     maxGrowth: ALLOWANCE_MAX_GROWTH,
     share: ALLOWANCE_SHARE,
     ttlMs: ALLOWANCE_TTL_MS,
     log,
   });
+  const pools = createLimitPools(deps.db.db, {
+    replicaId,
+    maxGrowth: ALLOWANCE_MAX_GROWTH,
+    share: ALLOWANCE_SHARE,
+    ttlMs: ALLOWANCE_TTL_MS,
+    freeRequests: config.billing?.byokFreeRequests ?? 1_000_000,
+    log,
+  });
   // Any replica may reclaim the leases of one that died: the sweep is one conditional statement.
   const sweeper = setInterval(() => {
     store.sweep().catch((error) => log("Cannot sweep expired allowances", error));
+    pools.sweep().catch((error) => log("Cannot sweep expired key or BYOK allowances", error));
   }, ALLOWANCE_TTL_MS / 2);
   Deno.unrefTimer(sweeper);
   const usage = createUsageQueue(deps.db.db, {
     onSettled: (charges) => {
-      for (const c of charges) allowances.committed(c.accountId, c.leaseId, c.amount);
+      for (const c of charges) {
+        if (!pools.committed(c)) allowances.committed(c.accountId, c.leaseId, c.amount);
+      }
     },
     flushMs: config.usageFlushMs,
     batchSize: config.usageBatchSize,
@@ -125,7 +146,13 @@ export async function startGateway(deps: GatewayDeps): Promise<GatewayServer> {
     policy,
     usage,
     // Standard mode: prepaid balances, the provider cost plus the operator's fee (5.5% by default).
-    billing: { allowances, feeBps: config.billing?.standardFeeBps ?? 550 },
+    // BYOK: no provider cost; past the month's free requests, a routing fee (5% by default).
+    billing: {
+      allowances,
+      feeBps: config.billing?.standardFeeBps ?? 550,
+      keyLimits: pools.keyLimits,
+      byok: { feeBps: config.billing?.byokFeeBps ?? 500, free: pools.free },
+    },
     deadlines,
     hashingKey: deps.keys.hashing,
     config,
@@ -134,8 +161,8 @@ export async function startGateway(deps: GatewayDeps): Promise<GatewayServer> {
   });
   // A non-streamed answer leaves once its usage event is in the spool file.
   const handler = spool
-    ? async (request: Request) => {
-      const response = await app(request);
+    ? async (request: Request, info: Deno.ServeHandlerInfo) => {
+      const response = await app(request, info);
       await usage.written();
       return response;
     }
@@ -152,6 +179,7 @@ export async function startGateway(deps: GatewayDeps): Promise<GatewayServer> {
     policy,
     usage,
     allowances,
+    pools,
     async shutdown() {
       const drainMs = config.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
       const closed = server.shutdown().then(() => true);
@@ -174,6 +202,7 @@ export async function startGateway(deps: GatewayDeps): Promise<GatewayServer> {
       // After the queue: charges are committed before what is left of a lease goes back.
       clearInterval(sweeper);
       await allowances.close();
+      await pools.close();
       await policy.close();
     },
   };

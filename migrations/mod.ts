@@ -11,6 +11,10 @@ import * as routing from "./2026_11_22_0003_routing.ts";
 import * as byok from "./2026_11_22_0004_byok.ts";
 import * as ledger from "./2026_11_22_0005_ledger.ts";
 import * as allowances from "./2026_11_22_0006_allowances.ts";
+import * as identity from "./2026_11_22_0007_identity.ts";
+import * as keyLifecycle from "./2026_11_22_0008_key_lifecycle.ts";
+import * as byokBilling from "./2026_11_22_0009_byok_billing.ts";
+import * as viewsAudit from "./2026_11_22_0010_views_audit.ts";
 
 export const migrations: Record<string, Migration> = {
   "2026_11_22_0001_init": init,
@@ -19,6 +23,10 @@ export const migrations: Record<string, Migration> = {
   "2026_11_22_0004_byok": byok,
   "2026_11_22_0005_ledger": ledger,
   "2026_11_22_0006_allowances": allowances,
+  "2026_11_22_0007_identity": identity,
+  "2026_11_22_0008_key_lifecycle": keyLifecycle,
+  "2026_11_22_0009_byok_billing": byokBilling,
+  "2026_11_22_0010_views_audit": viewsAudit,
 };
 
 // deno-lint-ignore no-explicit-any

@@ -42,10 +42,42 @@ export interface AccountsTable {
 
 export interface UsersTable {
   id: Generated<string>;
-  email: string;
+  /** Trimmed and lower-cased; null only for an OIDC user whose email another user has. */
+  email: string | null;
   name: string | null;
+  /** A scrypt PHC string (control/credentials/passwords.ts); null: no password sign-in. */
   password_hash: string | null;
+  /** The trusted OIDC issuer and subject this user is matched by; both or neither. */
+  oidc_issuer: ColumnType<string | null, string | null | undefined, string | null>;
+  oidc_subject: ColumnType<string | null, string | null | undefined, string | null>;
   created_at: CreatedAt;
+  updated_at: CreatedAt;
+}
+
+export type SessionRevokedReason = "sign_out" | "reuse" | "password_change";
+
+/** A console sign-in: a family of refresh tokens, revoked as a whole. */
+export interface SessionsTable {
+  id: Generated<string>;
+  user_id: string;
+  created_at: CreatedAt;
+  /** The absolute end of the session, however often it is refreshed. */
+  expires_at: Timestamp;
+  last_refreshed_at: Timestamp | null;
+  revoked_at: Timestamp | null;
+  revoked_reason: SessionRevokedReason | null;
+  ip: string | null;
+}
+
+/** A refresh token of a session, kept only as its keyed hash; each is used once. */
+export interface RefreshTokensTable {
+  /** HMAC-SHA-256 of the token under the server's hashing key, hex. */
+  token_hash: string;
+  session_id: string;
+  created_at: CreatedAt;
+  expires_at: Timestamp;
+  /** When it was exchanged for the next one; presenting it again revokes the session. */
+  used_at: Timestamp | null;
 }
 
 export interface MembershipsTable {
@@ -72,6 +104,23 @@ export interface ApiKeysTable {
   revoked_at: Timestamp | null;
   /** null: every model; otherwise the model and alias names this key may call. */
   allowed_models: ColumnType<string[] | null, string[] | null | undefined, string[] | null>;
+  /** What the key's requests were charged, in microcents (lifetime, settled charges). */
+  spent: ColumnType<bigint, bigint | number | undefined, bigint | number>;
+  /** Microcents leased to replicas against spend_limit: the sum of its key_limit leases. */
+  reserved: ColumnType<bigint, bigint | number | undefined, bigint | number>;
+  /** Lifetime spend limit in units of 1e-8 USD (money.ts); null: no limit. */
+  spend_limit: Int8 | null;
+  /** null: any address; otherwise canonical IPv4/IPv6 addresses and CIDR ranges. */
+  allowed_ips: ColumnType<string[] | null, string[] | null | undefined, string[] | null>;
+  /** Requests per minute, enforced per gateway replica; null: no limit. */
+  rpm_limit: ColumnType<number | null, number | null | undefined, number | null>;
+  /** Tokens per minute, enforced per gateway replica; null: no limit. */
+  tpm_limit: ColumnType<number | null, number | null | undefined, number | null>;
+  /** The secret the latest rotation replaced, accepted until previous_expires_at. */
+  previous_key_hash: ColumnType<string | null, string | null | undefined, string | null>;
+  previous_expires_at: Timestamp | null;
+  rotated_at: Timestamp | null;
+  updated_at: CreatedAt;
 }
 
 export interface ProvidersTable {
@@ -146,14 +195,36 @@ export interface LedgerEntriesTable {
   created_at: CreatedAt;
 }
 
+/** What a lease is leased from: a balance, a key's spend limit, or a month's free BYOK requests. */
+export type AllowanceKind = "balance" | "key_limit" | "byok_free";
+
 /** Part of a balance a gateway replica leased to reserve from in memory. */
 export interface AllowancesTable {
   id: Generated<string>;
   account_id: string;
+  kind: ColumnType<AllowanceKind, AllowanceKind | undefined, AllowanceKind>;
+  /** The key of a key_limit lease. */
+  api_key_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The month (its first day, UTC) of a byok_free lease. */
+  period: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   replica_id: string;
   amount: Int8;
   expires_at: Timestamp;
   created_at: CreatedAt;
+  updated_at: CreatedAt;
+}
+
+/** An account's BYOK requests in one calendar month (UTC), and its free ones. */
+export interface ByokMonthlyUsageTable {
+  account_id: string;
+  /** The month's first day. */
+  month: ColumnType<Date, Date | string, Date | string>;
+  /** BYOK requests counted (answered, cut or interrupted; failures are not). */
+  requests: ColumnType<bigint, bigint | number | undefined, bigint | number>;
+  /** Of those, the ones without a routing fee. */
+  free_requests: ColumnType<bigint, bigint | number | undefined, bigint | number>;
+  /** Free requests leased to replicas and not yet used. */
+  reserved: ColumnType<bigint, bigint | number | undefined, bigint | number>;
   updated_at: CreatedAt;
 }
 
@@ -217,6 +288,8 @@ export interface AuditLogTable {
   prev_hash: string | null;
   hash: string;
   created_at: CreatedAt;
+  /** The account the change concerns (its owners and admins may read it); null: gateway-wide. */
+  account_id: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface AdminTokensTable {
@@ -230,12 +303,15 @@ export interface Database {
   accounts: AccountsTable;
   users: UsersTable;
   memberships: MembershipsTable;
+  sessions: SessionsTable;
+  refresh_tokens: RefreshTokensTable;
   api_keys: ApiKeysTable;
   providers: ProvidersTable;
   models: ModelsTable;
   routes: RoutesTable;
   ledger_entries: LedgerEntriesTable;
   allowances: AllowancesTable;
+  byok_monthly_usage: ByokMonthlyUsageTable;
   usage_events: UsageEventsTable;
   audit_log: AuditLogTable;
   admin_tokens: AdminTokensTable;
@@ -244,6 +320,9 @@ export interface Database {
 }
 
 export type Account = Selectable<AccountsTable>;
+export type User = Selectable<UsersTable>;
+export type Membership = Selectable<MembershipsTable>;
+export type Session = Selectable<SessionsTable>;
 export type ApiKey = Selectable<ApiKeysTable>;
 export type NewApiKey = Insertable<ApiKeysTable>;
 export type Provider = Selectable<ProvidersTable>;

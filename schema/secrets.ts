@@ -16,6 +16,11 @@ export interface ServerKeys {
   hashing: Uint8Array;
   /** AES-256-GCM key for provider credentials. */
   credentials: Uint8Array;
+  /**
+   * The 32-byte Ed25519 seed of the control plane's access-token signing key,
+   * so every replica signs with the same key (control/credentials/jwt.ts).
+   */
+  signingSeed: Uint8Array;
   /** Key-encryption keys for envelope-sealed customer secrets (schema/envelope.ts). */
   keyring: Keyring;
 }
@@ -50,6 +55,7 @@ export function deriveServerKeys(secret: string, kek: KekEnv = {}): ServerKeys {
   return {
     hashing: derive("api-key-hash"),
     credentials: derive("provider-credentials"),
+    signingSeed: derive("jwt-ed25519-seed"),
     keyring: loadKeyring(kek, { id: DERIVED_KEK_ID, key: derive("byok-kek") }),
   };
 }

@@ -1,10 +1,13 @@
 /**
  * API-key authentication against the policy snapshot: no database round trip.
- * A key with a bad checksum is refused before it is even hashed.
+ * A key with a bad checksum is refused before it is even hashed. A secret
+ * replaced by a rotation works until its grace ends, by this process's clock;
+ * a key with an IP allowlist works only from the addresses it lists.
  */
 import { hashSecret, isWellFormedSecret } from "../../schema/keys.ts";
 import { GatewayError } from "../errors.ts";
 import type { KeyPolicy, Policy } from "../policy/snapshot.ts";
+import { assertIpAllowed, type ClientOrigin } from "./ip_allowlist.ts";
 
 export const INFERENCE_SCOPE = "inference";
 
@@ -65,9 +68,11 @@ export function createSecretHasher(
   };
 }
 
+const NO_ORIGIN: ClientOrigin = { peer: null, trustedProxies: [] };
+
 export function authenticate(
   headers: Headers,
-  deps: { policy: Policy; hash: SecretHasher; now: number },
+  deps: { policy: Policy; hash: SecretHasher; now: number; origin?: ClientOrigin },
 ): KeyPolicy {
   const presented = presentedKey(headers);
   if (!presented) {
@@ -91,6 +96,15 @@ export function authenticate(
       retryable: false,
     });
   }
+  if (hash === key.previousKeyHash && key.previousExpiresAt! <= deps.now) {
+    throw new GatewayError(
+      "invalid_api_key",
+      401,
+      `Incorrect API key provided in ${header}: the key was rotated and this secret's grace ` +
+        "period has ended. Use the key's new secret.",
+      { retryable: false },
+    );
+  }
   if (key.revoked) {
     throw new GatewayError("revoked_api_key", 401, "This API key has been revoked.", {
       retryable: false,
@@ -101,6 +115,7 @@ export function authenticate(
       retryable: false,
     });
   }
+  if (key.allowedIps !== null) assertIpAllowed(key.allowedIps, headers, deps.origin ?? NO_ORIGIN);
   if (!key.scopes.includes(INFERENCE_SCOPE)) {
     throw new GatewayError(
       "insufficient_scope",

@@ -12,6 +12,11 @@
  *   balance itself is debited by the ledger posting in the same transaction.
  * - release / renew / sweep: give back what a lease did not use, keep a live
  *   one from expiring, reclaim the leases of replicas that stopped renewing.
+ *
+ * These are the leases of kind 'balance'. A key's spend limit
+ * (key_allowance_store.ts) and a month's free BYOK requests
+ * (byok_free_store.ts) lease from their own counters in the same table, with
+ * the same contract, so createAllowances serves all three.
  */
 import { type Kysely, sql } from "kysely";
 import type { Database } from "../../schema/database.ts";
@@ -27,6 +32,7 @@ export interface Lease {
 }
 
 export interface GrowRequest {
+  /** What is leased from: an account here; a key, or an account's month, in the other stores. */
   accountId: string;
   /** The lease to grow; a new one is made when null or when it was swept. */
   leaseId: string | null;
@@ -102,25 +108,22 @@ export function createAllowanceStore(db: Kysely<Database>): AllowanceStore {
 
     async release(leaseId) {
       await sql`
-        with gone as (delete from allowances where id = ${leaseId} returning account_id, amount)
+        with gone as (
+          delete from allowances where id = ${leaseId} and kind = 'balance'
+          returning account_id, amount
+        )
         update accounts set reserved = accounts.reserved - gone.amount
         from gone where accounts.id = gone.account_id
       `.execute(db);
     },
 
-    async renew(leaseId, ttlMs) {
-      const { rows } = await sql<{ id: string }>`
-        update allowances set expires_at = now() + make_interval(secs => ${ttlMs / 1000}::float8),
-          updated_at = now()
-        where id = ${leaseId} returning id
-      `.execute(db);
-      return rows.length > 0;
-    },
+    renew: (leaseId, ttlMs) => renewLease(db, leaseId, ttlMs),
 
     async sweep() {
       const { rows } = await sql<{ n: number }>`
         with gone as (
-          delete from allowances where expires_at < now() returning account_id, amount
+          delete from allowances where expires_at < now() and kind = 'balance'
+          returning account_id, amount
         ), per_account as (
           select account_id, sum(amount)::int8 as amount, count(*)::int as n
           from gone group by account_id
@@ -134,6 +137,20 @@ export function createAllowanceStore(db: Kysely<Database>): AllowanceStore {
       return rows[0]?.n ?? 0;
     },
   };
+}
+
+/** Pushes a lease's expiry out, whatever its kind; false when it is gone (swept). */
+export async function renewLease(
+  db: Kysely<Database>,
+  leaseId: string,
+  ttlMs: number,
+): Promise<boolean> {
+  const { rows } = await sql<{ id: string }>`
+    update allowances set expires_at = now() + make_interval(secs => ${ttlMs / 1000}::float8),
+      updated_at = now()
+    where id = ${leaseId} returning id
+  `.execute(db);
+  return rows.length > 0;
 }
 
 /**
@@ -156,6 +173,7 @@ export async function consumeLeases(
     ), used as (
       select a.id, a.account_id, least(a.amount, charge.amount) as amount
       from allowances a join charge on charge.id = a.id
+      where a.kind = 'balance'
       for update of a
     ), leases as (
       update allowances set amount = allowances.amount - used.amount, updated_at = now()

@@ -14,6 +14,11 @@
  * the lease grows by a share of the free balance, at least what is missing,
  * so a small balance ends up leased one request at a time. Concurrent
  * requests for one account wait on one growth.
+ *
+ * The same machinery, over other stores, leases keys' spend limits (keyed
+ * by key id: key_allowance_store.ts) and months' free BYOK requests (keyed
+ * by byokMonth(), in units of requests: byok_free_store.ts); `accountId`
+ * then names that subject.
  */
 import type { AllowanceStore } from "./allowance_store.ts";
 

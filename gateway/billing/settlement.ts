@@ -6,11 +6,25 @@
  * were reserved from are consumed. The request id is each transaction's
  * reference, so replaying a batch (the spool after a crash) posts nothing
  * twice and moves no balance twice.
+ *
+ * The same transaction adds each charge to its key's lifetime spend and
+ * consumes the key's spend-limit lease, and counts BYOK requests in their
+ * month (byok_free_store.ts), consuming the free requests they used.
  */
 import { type Kysely, sql } from "kysely";
 import type { Database } from "../../schema/database.ts";
 import type { UsageRecord } from "../metering/usage_event.ts";
 import { consumeLeases } from "./allowance_store.ts";
+import { type ByokCount, countByokRequests } from "./byok_free_store.ts";
+import { chargeKeys } from "./key_allowance_store.ts";
+
+/** A usage row with the other leases its request reserved from (not columns either). */
+export type BilledUsage = UsageRecord & {
+  /** The key_limit lease, for a key with a spend limit that reserved money. */
+  key_lease_id?: string | null;
+  /** The byok_free lease of a free BYOK request; null or absent when it paid the fee. */
+  free_lease_id?: string | null;
+};
 
 export interface RequestCharge {
   requestId: string;
@@ -21,24 +35,55 @@ export interface RequestCharge {
   fee: bigint;
   /** The lease the request's reservation came from, if any. */
   leaseId: string | null;
+  /** The key that made the request: its lifetime spend grows by the charge. */
+  keyId?: string;
+  /** The key_limit lease the reservation also came from, if the key has a limit. */
+  keyLeaseId?: string | null;
+  /** A BYOK request that counts in its month: the month's first day, and its free lease. */
+  byok?: { month: string; freeLeaseId: string | null };
+}
+
+/**
+ * Whether a BYOK request counts in its month's requests (and so uses a free
+ * one): when it was answered (200, a cut stream included) or interrupted
+ * (status 0: the gateway died with it upstream), not when it failed.
+ */
+export function countsInMonth(status: number): boolean {
+  return status === 200 || status === 0;
 }
 
 /** The charge a usage row carries, or null when its request was not billed. */
-export function requestCharge(event: UsageRecord): RequestCharge | null {
+export function requestCharge(event: BilledUsage): RequestCharge | null {
   if (event.lease_id === undefined) return null;
   const byok = event.billing_mode === "byok";
-  return {
+  const charge: RequestCharge = {
     requestId: event.request_id,
     accountId: event.account_id,
     kind: byok ? "byok_fee" : "charge",
     cost: byok ? 0n : BigInt(event.cost),
     fee: BigInt(event.fee ?? 0),
     leaseId: event.lease_id,
+    keyId: event.api_key_id,
   };
+  if (event.key_lease_id) charge.keyLeaseId = event.key_lease_id;
+  if (byok && countsInMonth(event.status)) {
+    // created_at is a Date, or its ISO text once it went through the spool.
+    const at = event.created_at;
+    const month = (typeof at === "string" ? at : at.toISOString()).slice(0, 7);
+    charge.byok = { month: `${month}-01`, freeLeaseId: event.free_lease_id ?? null };
+  }
+  return charge;
 }
 
-/** What one lease's charges came to in a settled batch. */
+/**
+ * What one lease's charges came to in a settled batch. `pool` says what it
+ * was leased from: absent for an account's balance; "key_limit" for a key's
+ * spend limit (`accountId` is then the key's id); "byok_free" for a month's
+ * free BYOK requests (`accountId` is its byokMonth() subject, `amount` a
+ * number of requests).
+ */
 export interface LeaseCharges {
+  pool?: "key_limit" | "byok_free";
   accountId: string;
   leaseId: string;
   amount: bigint;
@@ -49,7 +94,24 @@ export async function settleCharges(
   trx: Kysely<Database>,
   charges: readonly RequestCharge[],
 ): Promise<LeaseCharges[]> {
-  const billed = charges.filter((c) => c.cost + c.fee > 0n);
+  const settled = await postCharges(trx, charges.filter((c) => c.cost + c.fee > 0n));
+  const counts: ByokCount[] = [];
+  for (const c of charges) {
+    if (c.byok) counts.push({ requestId: c.requestId, accountId: c.accountId, ...c.byok });
+  }
+  if (counts.length > 0) {
+    for (const used of await countByokRequests(trx, counts)) {
+      settled.push({ pool: "byok_free", ...used });
+    }
+  }
+  return settled;
+}
+
+/** Posts the charges, consumes their leases and adds them to their keys' spend. */
+async function postCharges(
+  trx: Kysely<Database>,
+  billed: readonly RequestCharge[],
+): Promise<LeaseCharges[]> {
   if (billed.length === 0) return [];
   // Accounts are locked in one order, so replicas settling overlapping
   // accounts queue behind each other instead of deadlocking.
@@ -93,13 +155,31 @@ export async function settleCharges(
   `.execute(trx);
   const fresh = new Set(posted.map((row) => row.reference));
   const byLease = new Map<string, LeaseCharges>();
+  const byKeyLease = new Map<string, LeaseCharges>();
+  const keyCharges = [];
   for (const charge of billed) {
-    if (!charge.leaseId || !fresh.has(charge.requestId)) continue;
-    const lease = byLease.get(charge.leaseId) ??
-      { accountId: charge.accountId, leaseId: charge.leaseId, amount: 0n };
-    lease.amount += charge.cost + charge.fee;
-    byLease.set(charge.leaseId, lease);
+    if (!fresh.has(charge.requestId)) continue;
+    const amount = charge.cost + charge.fee;
+    if (charge.leaseId) addTo(byLease, charge.leaseId, charge.accountId, amount);
+    if (charge.keyId) {
+      keyCharges.push({ keyId: charge.keyId, leaseId: charge.keyLeaseId ?? null, amount });
+      if (charge.keyLeaseId) addTo(byKeyLease, charge.keyLeaseId, charge.keyId, amount);
+    }
   }
   await consumeLeases(trx, new Map([...byLease].map(([id, lease]) => [id, lease.amount])));
-  return [...byLease.values()];
+  await chargeKeys(trx, keyCharges);
+  const settled = [...byLease.values()];
+  for (const lease of byKeyLease.values()) settled.push({ pool: "key_limit", ...lease });
+  return settled;
+}
+
+function addTo(
+  leases: Map<string, LeaseCharges>,
+  leaseId: string,
+  subject: string,
+  amount: bigint,
+): void {
+  const lease = leases.get(leaseId) ?? { accountId: subject, leaseId, amount: 0n };
+  lease.amount += amount;
+  leases.set(leaseId, lease);
 }

@@ -16,6 +16,8 @@ import {
   type ServerKeys,
 } from "../../schema/mod.ts";
 import type { Db } from "../../schema/db.ts";
+import { openEnvelope, providerKeyAad } from "../../schema/envelope.ts";
+import { type IpRange, parseIpRange } from "../../schema/ip_ranges.ts";
 
 export interface KeyPolicy {
   id: string;
@@ -26,6 +28,20 @@ export interface KeyPolicy {
   expiresAt: number | null;
   /** null: every model; otherwise the model and alias names this key may call. */
   allowedModels: ReadonlySet<string> | null;
+  /** Lifetime spend limit in units of 1e-8 USD (enforced by billing); null: none. */
+  spendLimit: bigint | null;
+  /** null: any client address; otherwise the ranges a request may come from. */
+  allowedIps: readonly IpRange[] | null;
+  /** Requests and tokens per minute (auth/rate_limiter.ts); null: not limited. */
+  rpmLimit: number | null;
+  tpmLimit: number | null;
+  /**
+   * The hash of the secret the latest rotation replaced (also a key of the
+   * snapshot's key map) and when it stops working, in ms since the epoch:
+   * authentication compares that with its clock, so no write ends the grace.
+   */
+  previousKeyHash: string | null;
+  previousExpiresAt: number | null;
 }
 
 export interface AccountPolicy {
@@ -41,6 +57,20 @@ export interface ProviderPolicy {
   credential: string | null;
   /** The openai_compat vendor preset, or null. */
   preset: string | null;
+  /** Set on a copy whose credential is a customer's own key (BYOK: billing/byok.ts). */
+  byok?: true;
+}
+
+/** An account's own key for a provider (BYOK). */
+export interface CustomerKeyPolicy {
+  id: string;
+  accountId: string;
+  providerId: string;
+  /**
+   * The key in clear: opened on first use and kept in memory, so a key never
+   * used is never decrypted; null when it does not open (logged once).
+   */
+  secret(): string | null;
 }
 
 export interface ModelPolicy {
@@ -72,6 +102,11 @@ export interface Policy {
   routes(): Iterable<RoutePolicy>;
   provider(id: string): ProviderPolicy | undefined;
   models(): Iterable<ModelPolicy>;
+  /**
+   * The account's own provider keys (BYOK) by provider id; undefined when it
+   * has none. (Optional so that a fake policy without BYOK need not say so.)
+   */
+  customerKeys?(accountId: string): ReadonlyMap<string, CustomerKeyPolicy> | undefined;
   /** Reloads everything from the database. */
   resync(): Promise<void>;
   close(): Promise<void>;
@@ -95,6 +130,9 @@ interface Maps {
   modelNameById: Map<string, string>;
   routesByName: Map<string, RoutePolicy>;
   routeNameById: Map<string, string>;
+  /** Customer keys by account, then provider id; and each key's place by its id. */
+  customerKeys: Map<string, Map<string, CustomerKeyPolicy>>;
+  customerKeyById: Map<string, CustomerKeyPolicy>;
 }
 
 function emptyMaps(): Maps {
@@ -107,6 +145,8 @@ function emptyMaps(): Maps {
     modelNameById: new Map(),
     routesByName: new Map(),
     routeNameById: new Map(),
+    customerKeys: new Map(),
+    customerKeyById: new Map(),
   };
 }
 
@@ -154,6 +194,7 @@ export async function createPolicy(deps: PolicyDeps): Promise<Policy> {
     models: () => maps.modelsByName.values(),
     route: (name) => maps.routesByName.get(name),
     routes: () => maps.routesByName.values(),
+    customerKeys: (accountId) => maps.customerKeys.get(accountId),
     resync,
     async close() {
       clearInterval(timer);
@@ -177,19 +218,22 @@ async function loadAll(
   keys: ServerKeys,
   log: NonNullable<PolicyDeps["log"]>,
 ): Promise<Maps> {
-  const [keyRows, accountRows, providerRows, modelRows, routeRows] = await Promise.all([
-    db.selectFrom("api_keys").selectAll().execute(),
-    db.selectFrom("accounts").select(["id", "status"]).execute(),
-    db.selectFrom("providers").selectAll().execute(),
-    db.selectFrom("models").selectAll().execute(),
-    db.selectFrom("routes").selectAll().execute(),
-  ]);
+  const [keyRows, accountRows, providerRows, modelRows, routeRows, customerKeyRows] = await Promise
+    .all([
+      db.selectFrom("api_keys").selectAll().execute(),
+      db.selectFrom("accounts").select(["id", "status"]).execute(),
+      db.selectFrom("providers").selectAll().execute(),
+      db.selectFrom("models").selectAll().execute(),
+      db.selectFrom("routes").selectAll().execute(),
+      db.selectFrom("customer_provider_keys").select(CUSTOMER_KEY_COLUMNS).execute(),
+    ]);
   const maps = emptyMaps();
   for (const row of keyRows) putKey(maps, row);
   for (const row of accountRows) maps.accounts.set(row.id, toAccount(row));
   for (const row of providerRows) maps.providers.set(row.id, toProvider(row, keys, log));
   for (const row of modelRows) putModel(maps, row);
   for (const row of routeRows) putRoute(maps, row);
+  for (const row of customerKeyRows) putCustomerKey(maps, row, keys, log);
   return maps;
 }
 
@@ -205,7 +249,11 @@ async function applyChange(
       const row = await db.selectFrom("api_keys").selectAll().where("id", "=", change.id)
         .executeTakeFirst();
       const oldHash = maps.keyHashById.get(change.id);
-      if (oldHash) maps.keysByHash.delete(oldHash);
+      if (oldHash) {
+        const previous = maps.keysByHash.get(oldHash)?.previousKeyHash;
+        if (previous) maps.keysByHash.delete(previous);
+        maps.keysByHash.delete(oldHash);
+      }
       maps.keyHashById.delete(change.id);
       if (row) putKey(maps, row);
       return;
@@ -242,13 +290,26 @@ async function applyChange(
       if (row) putRoute(maps, row);
       return;
     }
+    case "customer_provider_keys": {
+      const row = await db.selectFrom("customer_provider_keys").select(CUSTOMER_KEY_COLUMNS)
+        .where("id", "=", change.id).executeTakeFirst();
+      const old = maps.customerKeyById.get(change.id);
+      if (old) {
+        maps.customerKeyById.delete(old.id);
+        const byProvider = maps.customerKeys.get(old.accountId);
+        byProvider?.delete(old.providerId);
+        if (byProvider?.size === 0) maps.customerKeys.delete(old.accountId);
+      }
+      if (row) putCustomerKey(maps, row, keys, log);
+      return;
+    }
   }
 }
 
 type Row<T extends keyof Database> = import("kysely").Selectable<Database[T]>;
 
 function putKey(maps: Maps, row: Row<"api_keys">): void {
-  maps.keysByHash.set(row.key_hash, {
+  const key: KeyPolicy = {
     id: row.id,
     accountId: row.account_id,
     name: row.name,
@@ -256,8 +317,28 @@ function putKey(maps: Maps, row: Row<"api_keys">): void {
     revoked: row.status !== "active",
     expiresAt: row.expires_at ? row.expires_at.getTime() : null,
     allowedModels: row.allowed_models ? new Set(row.allowed_models) : null,
-  });
+    spendLimit: row.spend_limit,
+    allowedIps: row.allowed_ips ? toRanges(row.allowed_ips) : null,
+    rpmLimit: row.rpm_limit,
+    tpmLimit: row.tpm_limit,
+    previousKeyHash: row.previous_key_hash,
+    previousExpiresAt: row.previous_expires_at ? row.previous_expires_at.getTime() : null,
+  };
+  maps.keysByHash.set(row.key_hash, key);
+  // The previous secret stays in the map after its grace (until a rotation
+  // replaces it); authentication refuses it by its end.
+  if (row.previous_key_hash) maps.keysByHash.set(row.previous_key_hash, key);
   maps.keyHashById.set(row.id, row.key_hash);
+}
+
+/** A stored IP allowlist as ranges; the control plane stored only valid ones. */
+function toRanges(texts: readonly string[]): IpRange[] {
+  const ranges: IpRange[] = [];
+  for (const text of texts) {
+    const range = parseIpRange(text);
+    if (typeof range !== "string") ranges.push(range);
+  }
+  return ranges;
 }
 
 function toAccount(row: { id: string; status: string }): AccountPolicy {
@@ -322,4 +403,40 @@ function putRoute(maps: Maps, row: Row<"routes">): void {
     createdAt: row.created_at.getTime(),
   });
   maps.routeNameById.set(row.id, row.name);
+}
+
+const CUSTOMER_KEY_COLUMNS = ["id", "account_id", "provider_id", "ciphertext"] as const;
+
+function putCustomerKey(
+  maps: Maps,
+  row: Pick<Row<"customer_provider_keys">, (typeof CUSTOMER_KEY_COLUMNS)[number]>,
+  keys: ServerKeys,
+  log: NonNullable<PolicyDeps["log"]>,
+): void {
+  let opened: string | null | undefined;
+  const key: CustomerKeyPolicy = {
+    id: row.id,
+    accountId: row.account_id,
+    providerId: row.provider_id,
+    secret() {
+      if (opened !== undefined) return opened;
+      try {
+        opened = openEnvelope(
+          row.ciphertext,
+          keys.keyring,
+          providerKeyAad(row.account_id, row.provider_id),
+        );
+      } catch (error) {
+        // A key that won't open (its KEK is not configured here, tampering):
+        // its requests are refused (billing/byok.ts), never billed as Standard.
+        opened = null;
+        log(`Cannot open the provider key ${row.id} of account ${row.account_id}`, error);
+      }
+      return opened;
+    },
+  };
+  let byProvider = maps.customerKeys.get(row.account_id);
+  if (!byProvider) maps.customerKeys.set(row.account_id, byProvider = new Map());
+  byProvider.set(row.provider_id, key);
+  maps.customerKeyById.set(row.id, key);
 }

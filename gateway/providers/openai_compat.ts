@@ -51,7 +51,7 @@ export function createOpenAICompatProvider(config: ProviderPolicy, deps: Provide
       } catch (error) {
         throw upstreamNetworkError(error, config.name);
       }
-      if (!response.ok) throw await upstreamHttpError(response, config.name);
+      if (!response.ok) throw await upstreamHttpError(response, config.name, config.byok);
       if (call.stream) {
         if (!response.body) {
           throw new GatewayError(

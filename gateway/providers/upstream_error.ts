@@ -3,9 +3,14 @@ import { GatewayError } from "../errors.ts";
 
 const MAX_ERROR_BODY = 8 * 1024;
 
+/**
+ * `byok`: the credential sent was the customer's own key (billing/byok.ts),
+ * so a refusal is the caller's to fix, not the operator's.
+ */
 export async function upstreamHttpError(
   response: Response,
   provider: string,
+  byok = false,
 ): Promise<GatewayError> {
   const detail = await readErrorMessage(response);
   const retryAfter = parseRetryAfter(response.headers.get("retry-after"));
@@ -24,6 +29,15 @@ export async function upstreamHttpError(
       400,
       `Provider "${provider}" rejected the request${suffix(detail)}`,
       { retryable: false },
+    );
+  }
+  if ((status === 401 || status === 403) && byok) {
+    return new GatewayError(
+      "provider_key_rejected",
+      400,
+      `Provider "${provider}" refused your provider key (HTTP ${status})${suffix(detail)} ` +
+        "Check the key passed as provider_key, or the one registered for this provider.",
+      { param: "provider_key", retryable: false },
     );
   }
   if (status === 401 || status === 403) {

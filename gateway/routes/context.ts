@@ -3,7 +3,9 @@ import type { AgentIdentity } from "../agents/identity.ts";
 import type { KeyPolicy, Policy } from "../policy/snapshot.ts";
 import type { UsageSink } from "../metering/usage_queue.ts";
 import type { Allowances } from "../billing/allowances.ts";
+import type { FreeRequests } from "../billing/free_requests.ts";
 import type { FallbackDeps } from "../routing/fallback.ts";
+import type { RateLimiter } from "../auth/rate_limiter.ts";
 
 export interface RouteDeps extends FallbackDeps {
   policy: Policy;
@@ -14,12 +16,18 @@ export interface RouteDeps extends FallbackDeps {
   log: (message: string, error?: unknown) => void;
   /** Prepaid balances; absent, nothing is reserved or charged (tests of other things). */
   billing?: Billing;
+  /** Keys' requests and tokens per minute; absent, not enforced. */
+  limits?: RateLimiter;
 }
 
 export interface Billing {
   allowances: Allowances;
   /** The operator's fee on Standard-mode requests, in basis points. */
   feeBps: number;
+  /** Keys' lifetime spend limits, leased like balances; absent: not enforced. */
+  keyLimits?: Allowances;
+  /** The BYOK routing fee rate, and the months' free requests (absent: none are free). */
+  byok?: { feeBps: number; free?: FreeRequests };
 }
 
 export interface RequestContext {

@@ -8,9 +8,16 @@ import { asGatewayError, GatewayError } from "../errors.ts";
 import { estimateStreamedTokens, parseUsage, replyText } from "../metering/usage.ts";
 import { countTokens, loadTokenizer } from "../metering/tokens.ts";
 import { type Outcome, usageEvent } from "../metering/usage_event.ts";
-import { requestCharge } from "../billing/settlement.ts";
+import { countsInMonth, requestCharge } from "../billing/settlement.ts";
 import { INTERRUPTED_OUTCOME } from "../metering/usage_queue.ts";
-import { admit } from "../billing/admission.ts";
+import { admit, admitBilled } from "../billing/admission.ts";
+import {
+  byokTargets,
+  PROVIDER_KEY_PARAM,
+  scopedCooldowns,
+  takeInlineKey,
+} from "../billing/byok.ts";
+import { byokMonth } from "../billing/byok_free_store.ts";
 import { formatUsd } from "../../schema/money.ts";
 import type { Operation } from "../providers/provider.ts";
 import { sendWithFallback } from "../routing/fallback.ts";
@@ -64,10 +71,12 @@ export async function proxy(
   deps: RouteDeps,
   spec: ProxySpec,
 ): Promise<Response> {
+  // BYOK: a provider key passed inline leaves the body before anything else sees it.
+  const inlineKey = PROVIDER_KEY_PARAM in spec.body ? takeInlineKey(spec.body) : undefined;
   const resolved = resolveTargets(spec.body.model, ctx.key!, deps.policy);
   const { translate } = spec;
   const native = (t: Target) => deps.providerFor(t.provider).supports(spec.op);
-  const targets = resolved.targets.filter((t) =>
+  let targets = resolved.targets.filter((t) =>
     native(t) || (translate !== undefined && deps.providerFor(t.provider).supports(translate.op))
   );
   if (targets.length === 0) {
@@ -78,21 +87,48 @@ export async function proxy(
       { param: "model", retryable: false },
     );
   }
+  // A BYOK request goes only where the customer's key serves, with that key (billing/byok.ts).
+  const customerKeys = deps.policy.customerKeys?.(ctx.key!.accountId);
+  const byok = inlineKey !== undefined || customerKeys
+    ? byokTargets(targets, { inlineKey, customerKeys })
+    : null;
+  if (byok) targets = byok;
   const timeoutMs = resolved.route?.timeoutMs ??
     (spec.stream ? deps.streamTimeoutMs : deps.upstreamTimeoutMs);
   const { billing } = deps;
-  const reservation = billing
-    ? await admit(billing.allowances, {
-      accountId: ctx.key!.accountId,
-      models: targets.map((t) => t.model),
-      maxTokens: spec.maxTokens ?? null,
-      promptBound: spec.promptBound ?? Number.MAX_SAFE_INTEGER,
-      countPrompt: async () => {
-        await loadTokenizer();
-        return spec.promptTokens();
-      },
-      feeBps: billing.feeBps,
-    })
+  // The key's requests and tokens per minute (per replica, auth/rate_limiter.ts):
+  // the prompt is estimated at a token per 4 bytes of body, and meter() corrects
+  // the estimate to the usage reported; a request refused below used none.
+  const tokenTicket =
+    deps.limits?.admit(ctx.key!, Math.ceil((spec.promptBound ?? 0) / 4), ctx.now()) ??
+      null;
+  const admitting = billing && {
+    accountId: ctx.key!.accountId,
+    models: targets.map((t) => t.model),
+    maxTokens: spec.maxTokens ?? null,
+    promptBound: spec.promptBound ?? Number.MAX_SAFE_INTEGER,
+    countPrompt: async () => {
+      await loadTokenizer();
+      return spec.promptTokens();
+    },
+    feeBps: billing.feeBps,
+  };
+  const refused = (error: unknown): never => {
+    deps.limits?.settle(tokenTicket, 0, ctx.now());
+    throw error;
+  };
+  // BYOK requests and keys with a spend limit reserve through admitBilled
+  // (billing/admission.ts); the others from the balance alone, as before.
+  const admission = admitting && (byok || ctx.key!.spendLimit !== null)
+    ? await admitBilled(billing!, {
+      ...admitting,
+      keyId: ctx.key!.id,
+      spendLimit: ctx.key!.spendLimit,
+      byokMonth: byok && byokMonth(ctx.key!.accountId, ctx.receivedAt),
+    }).catch(refused)
+    : null;
+  const reservation = admitting && !admission
+    ? await admit(billing!.allowances, admitting).catch(refused)
     : null;
   /** Meters the request once and settles its reservation to what it is charged. */
   const meter = (outcome: Omit<Outcome, "model" | "stream" | "billing">): bigint => {
@@ -100,20 +136,23 @@ export async function proxy(
       model: spec.body.model,
       stream: spec.stream,
       ...outcome,
-      billing: billing &&
-        { mode: "standard", feeBps: billing.feeBps, leaseId: reservation?.leaseId ?? null },
+      billing: billing && (admission?.billing ??
+        { mode: "standard", feeBps: billing.feeBps, leaseId: reservation?.leaseId ?? null }),
     });
+    admission?.mark(event);
     deps.usage.push(event);
+    deps.limits?.settle(tokenTicket, event.total_tokens, ctx.now());
     const billed = requestCharge(event);
     const charge = billed ? billed.cost + billed.fee : 0n;
     if (reservation) billing!.allowances.settle(reservation, charge);
+    else admission?.settle(charge, countsInMonth(event.status));
     return charge;
   };
 
   // Billed as interrupted if this process dies before meter() records the
   // answer (metering/spool.ts); the estimate is the body's bytes / 4.
   if (deps.usage.intent) {
-    await deps.usage.intent(usageEvent(ctx, {
+    const intent = usageEvent(ctx, {
       model: spec.body.model,
       stream: spec.stream,
       route: targets[0],
@@ -123,9 +162,11 @@ export async function proxy(
         completionTokens: 0,
         cachedTokens: 0,
       },
-      billing: billing &&
-        { mode: "standard", feeBps: billing.feeBps, leaseId: reservation?.leaseId ?? null },
-    }));
+      billing: billing && (admission?.billing ??
+        { mode: "standard", feeBps: billing.feeBps, leaseId: reservation?.leaseId ?? null }),
+    });
+    admission?.mark(intent);
+    await deps.usage.intent(intent);
   }
 
   let served;
@@ -140,7 +181,7 @@ export async function proxy(
       headers: spec.headers,
       timeoutMs,
       bodyFor: translate ? (t) => native(t) ? bodyFor(t) : translate.body(t) : bodyFor,
-    }, deps);
+    }, byok ? { ...deps, cooldowns: scopedCooldowns(deps.cooldowns, ctx.key!.accountId) } : deps);
   } catch (error) {
     const failure = asGatewayError(error);
     meter({ status: failure.status, errorCode: failure.code });
@@ -161,7 +202,8 @@ export async function proxy(
   };
   if (resolved.route) headers["x-tollgate-route"] = resolved.route.name;
   if (spec.dialect === "anthropic") headers["request-id"] = ctx.requestId;
-  if (billing) headers["x-tollgate-mode"] = "standard";
+  // Streams carry the mode only: their cost is known when they end (the usage row has it).
+  if (billing) headers["x-tollgate-mode"] = admission?.billing.mode ?? "standard";
 
   if (!reply.stream) {
     let usage = parseUsage(reply.json.usage);
@@ -179,7 +221,9 @@ export async function proxy(
     });
     if (billing) {
       headers["x-tollgate-cost"] = formatUsd(charge);
-      const balance = billing.allowances.balance(ctx.key!.accountId);
+      const balance = admission?.billing.mode === "byok"
+        ? null
+        : billing.allowances.balance(ctx.key!.accountId);
       if (balance !== null) headers["x-tollgate-balance"] = formatUsd(balance);
     }
     headers["content-type"] = "application/json";

@@ -36,6 +36,12 @@ const key = {
   revoked: false,
   expiresAt: null,
   allowedModels: null,
+  spendLimit: null,
+  allowedIps: null,
+  rpmLimit: null,
+  tpmLimit: null,
+  previousKeyHash: null,
+  previousExpiresAt: null,
 };
 const provider = {
   id: "00000000-0000-4000-8000-000000000003",

@@ -27,6 +27,7 @@ Deno.test("the gateway listens on 127.0.0.1:8080 with the embedded database and 
     spoolFsync: 100,
     drainTimeoutMs: 10_000,
     seedMockProvider: true,
+    trustedProxies: [],
   });
 });
 

@@ -80,10 +80,11 @@ Deno.test({
         return response.status === 200;
       }, 10_000);
       const usage = await waitFor(async () => {
-        const result = await stack.graphql<{ usage: { requestId: string }[] }>(
-          `{ usage { requestId } }`,
-        );
-        return result.data?.usage.some((row) => row.requestId === requestId) ?? false;
+        const result = await stack.graphql<
+          { requestLogs: { edges: { node: { requestId: string } }[] } }
+        >(`{ requestLogs { edges { node { requestId } } } }`);
+        return result.data?.requestLogs.edges.some((e) => e.node.requestId === requestId) ??
+          false;
       }, 5_000);
       assert.ok(usage < 5_000);
     });

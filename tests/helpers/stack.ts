@@ -13,6 +13,7 @@ import { startControl } from "../../control/server.ts";
 import { seedMockProvider } from "../../gateway/providers/mock_seed.ts";
 import { type GatewayServer, startGateway } from "../../gateway/server.ts";
 import { deriveServerKeys } from "../../schema/secrets.ts";
+import type { IpRange } from "../../schema/ip_ranges.ts";
 import { freshDatabase, type TestDatabase } from "./database.ts";
 
 export const TEST_SECRET = "test-secret-".padEnd(48, "x");
@@ -94,6 +95,8 @@ export interface StackOptions {
   maxBodyBytes?: number;
   /** Fallback waits; tests default to short ones. */
   backoff?: { baseMs: number; maxMs: number; maxRetryAfterMs: number };
+  /** Peers whose X-Forwarded-For the gateway believes (TOLLGATE_TRUSTED_PROXIES). */
+  trustedProxies?: readonly IpRange[];
 }
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
@@ -122,6 +125,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       policyResyncMs: 60_000,
       usageFlushMs: options.usageFlushMs ?? 20,
       usageBatchSize: 100,
+      trustedProxies: options.trustedProxies,
     },
   });
 

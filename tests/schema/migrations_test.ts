@@ -14,9 +14,17 @@ Deno.test("migrations apply once, are idempotent, and revert cleanly", async () 
       "2026_11_22_0004_byok",
       "2026_11_22_0005_ledger",
       "2026_11_22_0006_allowances",
+      "2026_11_22_0007_identity",
+      "2026_11_22_0008_key_lifecycle",
+      "2026_11_22_0009_byok_billing",
+      "2026_11_22_0010_views_audit",
     ];
     assert.deepEqual(await migrateToLatest(db.db), all);
     assert.deepEqual(await migrateToLatest(db.db), []);
+    assert.deepEqual(await migrateDown(db.db), ["2026_11_22_0010_views_audit"]);
+    assert.deepEqual(await migrateDown(db.db), ["2026_11_22_0009_byok_billing"]);
+    assert.deepEqual(await migrateDown(db.db), ["2026_11_22_0008_key_lifecycle"]);
+    assert.deepEqual(await migrateDown(db.db), ["2026_11_22_0007_identity"]);
     assert.deepEqual(await migrateDown(db.db), ["2026_11_22_0006_allowances"]);
     assert.deepEqual(await migrateDown(db.db), ["2026_11_22_0005_ledger"]);
     assert.deepEqual(await migrateDown(db.db), ["2026_11_22_0004_byok"]);

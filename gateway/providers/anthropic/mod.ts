@@ -54,7 +54,7 @@ export function createAnthropicProvider(config: ProviderPolicy, deps: ProviderDe
     } catch (error) {
       throw upstreamNetworkError(error, config.name);
     }
-    if (!response.ok) throw await upstreamHttpError(response, config.name);
+    if (!response.ok) throw await upstreamHttpError(response, config.name, config.byok);
     return response;
   }
 
