@@ -32,6 +32,8 @@ export type Actor =
     userId: string;
     /** Account id → the user's role there. */
     roles: ReadonlyMap<string, Role>;
+    /** The sign-in session of a Tollgate access token; absent for an OIDC token. */
+    sessionId?: string;
   }
   | {
     kind: "api_key";

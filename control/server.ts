@@ -1,4 +1,8 @@
-/** The control plane's HTTP server: GraphQL at /graphql, a liveness check at /healthz. */
+/**
+ * The control plane's HTTP server: GraphQL at /graphql, a liveness check at
+ * /healthz, and the access tokens' public key at /.well-known/jwks.json.
+ */
+import { createControlAuth, jwksResponse } from "./auth.ts";
 import { type ControlDeps, createYoga, requestIdOf } from "./yoga.ts";
 
 export interface ControlServer {
@@ -12,7 +16,8 @@ export interface ControlServer {
 export async function startControl(
   deps: ControlDeps & { signal?: AbortSignal },
 ): Promise<ControlServer> {
-  const yoga = createYoga(deps);
+  const auth = deps.auth ?? createControlAuth(deps);
+  const yoga = createYoga({ ...deps, auth });
   const listening = Promise.withResolvers<Deno.NetAddr>();
   const server = Deno.serve(
     {
@@ -22,9 +27,11 @@ export async function startControl(
       onListen: (addr) => listening.resolve(addr),
     },
     (request, info) => {
-      if (
-        new URL(request.url).pathname === "/healthz" && ["GET", "HEAD"].includes(request.method)
-      ) {
+      const path = new URL(request.url).pathname;
+      if (path === "/.well-known/jwks.json" && ["GET", "HEAD"].includes(request.method)) {
+        return jwksResponse(auth, requestIdOf(request));
+      }
+      if (path === "/healthz" && ["GET", "HEAD"].includes(request.method)) {
         return new Response("ok", {
           headers: { "content-type": "text/plain", "x-request-id": requestIdOf(request) },
         });

@@ -1,23 +1,28 @@
 /**
  * The GraphQL endpoint: Yoga serving the Pothos schema at /graphql. Every
- * request must carry an operator credential (introspection too); expected
- * errors are typed results, anything unexpected is masked. Every response
- * carries an x-request-id.
+ * request must carry a credential (control/auth.ts), introspection too,
+ * except a mutation of only signIn/refreshSession; expected errors are typed
+ * results, anything unexpected is masked. Every response carries an
+ * x-request-id.
  */
 import { GraphQLError } from "graphql";
 import { createYoga as createYogaServer, type Plugin, type YogaServerInstance } from "graphql-yoga";
 import type { Kysely } from "kysely";
 import type { Database } from "../schema/database.ts";
 import type { ServerKeys } from "../schema/secrets.ts";
-import { authenticate, createAdminTokenCache } from "./auth.ts";
-import type { ControlConfig } from "./config.ts";
+import { authenticate, type ControlAuth, createControlAuth, isAnonymousOperation } from "./auth.ts";
+import { type ControlConfig, GRAPHQL_DEFAULTS } from "./config.ts";
+import type { Actor } from "./access.ts";
 import type { Context } from "./graphql/builder.ts";
 import { schema } from "./graphql/schema.ts";
+import { graphiqlOptions, hardeningPlugins, renderOfflineGraphiQL } from "./hardening.ts";
 
 export interface ControlDeps {
   db: Kysely<Database>;
   keys: ServerKeys;
   config: ControlConfig;
+  /** The credential machinery; made from keys and config when not given. */
+  auth?: ControlAuth;
 }
 
 /** What the HTTP server passes along with each request. */
@@ -29,39 +34,47 @@ export interface ServerContext {
 export type ControlYoga = YogaServerInstance<ServerContext, Context>;
 
 export function createYoga(deps: ControlDeps): ControlYoga {
-  const tokens = createAdminTokenCache(deps.db);
+  const graphql = deps.config.graphql ?? GRAPHQL_DEFAULTS;
+  const auth = deps.auth ?? createControlAuth(deps);
   return createYogaServer<ServerContext, Context>({
     schema,
     graphqlEndpoint: "/graphql",
-    graphiql: false,
+    // Offline GraphiQL for browsers (GET with Accept: text/html); control/graphiql.ts.
+    graphiql: graphql.graphiql ? graphiqlOptions() : false,
+    renderGraphiQL: renderOfflineGraphiQL,
     landingPage: false,
     batching: false,
     maskedErrors: true,
-    plugins: [requestIdPlugin()],
-    context: async ({ request, clientIp }) => {
-      const actor = await authenticate(request, {
-        keys: deps.keys,
-        adminToken: deps.config.adminToken,
-        tokens,
-      });
-      if (!actor) {
-        throw new GraphQLError(
-          "Authentication required: send Authorization: Bearer <admin token>",
-          {
-            extensions: {
-              code: "UNAUTHENTICATED",
-              http: { status: 401, headers: { "www-authenticate": 'Bearer realm="tollgate"' } },
-            },
-          },
-        );
-      }
-      return {
+    // CSRF, graphql-armor's limits, introspection, unexpected errors: control/hardening.ts.
+    plugins: [requestIdPlugin(), ...hardeningPlugins(graphql, { requestIdOf })],
+    context: async ({ request, params, clientIp }) => {
+      const ip = clientIp ?? null;
+      const requestId = requestIdOf(request);
+      const authentication = await authenticate(request, {
         db: deps.db,
         keys: deps.keys,
-        actor,
-        requestId: requestIdOf(request),
-        ip: clientIp ?? null,
-      };
+        adminToken: deps.config.adminToken,
+        auth,
+        ip,
+        requestId,
+      });
+      const { actor } = authentication;
+      // signIn and refreshSession need no credential (a stale one is ignored);
+      // nothing else runs without one.
+      if (!actor && !isAnonymousOperation(params)) {
+        const { status, message } = authentication;
+        throw new GraphQLError(message, {
+          extensions: {
+            code: status === 403 ? "FORBIDDEN" : "UNAUTHENTICATED",
+            http: {
+              status,
+              headers: status === 401 ? { "www-authenticate": 'Bearer realm="tollgate"' } : {},
+            },
+          },
+        });
+      }
+      // Null only for those two mutations, whose resolvers never read it (see Context).
+      return { db: deps.db, keys: deps.keys, actor: actor as Actor, auth, requestId, ip };
     },
   });
 }

@@ -111,11 +111,12 @@ Deno.test({
       const second = await start(dataDir);
       try {
         assert.equal(second.adminToken, undefined, "the token is printed only once");
-        const { usage } = await gql(
+        const { requestLogs } = await gql(
           second.control,
           adminToken,
-          `{ usage { model totalTokens cost } }`,
+          `{ requestLogs { edges { node { model totalTokens cost } } } }`,
         );
+        const usage = requestLogs.edges.map((edge: { node: { model: string } }) => edge.node);
         assert.equal(usage.length, 1, "the completion was metered and survived the restart");
         assert.equal(usage[0].model, "tollgate-mock");
       } finally {

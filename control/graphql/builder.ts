@@ -15,12 +15,20 @@ import type { Database } from "../../schema/database.ts";
 import { formatUsd, parseUsd } from "../../schema/money.ts";
 import type { ServerKeys } from "../../schema/secrets.ts";
 import type { Actor } from "../access.ts";
+import type { ControlAuth } from "../auth.ts";
 import type { AuditMeta } from "../services/audit.ts";
 
 export interface Context {
   db: Kysely<Database>;
   keys: ServerKeys;
+  /**
+   * Who is calling. The context refuses an unauthenticated request (401)
+   * unless its operation is only signIn/refreshSession: for those, and only
+   * those, it is null at run time, and their resolvers never read it.
+   */
   actor: Actor;
+  /** The credential machinery: access-token keys, OIDC, the sign-in limiter. */
+  auth: ControlAuth;
   requestId: string;
   /** The client's address, as seen by this server. */
   ip: string | null;

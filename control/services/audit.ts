@@ -1,16 +1,27 @@
 /**
- * The audit log: one append-only row per mutation, written in the mutation's
- * own transaction and chained by hash. Each row's hash is the SHA-256 (hex)
- * of the previous row's hash followed by the canonical JSON of its fields, so
- * editing or removing a row breaks every later hash.
+ * The audit log: one append-only row per mutation (and per sensitive read),
+ * written in the mutation's own transaction and chained by hash. Each row's
+ * hash is the SHA-256 (hex) of the previous row's hash followed by the
+ * canonical JSON of its fields, so editing or removing a row breaks the link
+ * at that row or the next one; verifyAuditChain names the first broken link.
+ *
+ * Appends are serialised by a transaction-scoped advisory lock, taken before
+ * the previous row is read and held until commit: two concurrent writers can
+ * never both link to the same previous row. The database refuses UPDATE,
+ * DELETE and TRUNCATE on the table (migrations 0001 and 0010).
+ *
+ * A row names the account it concerns (`accountId`), so that account's owners
+ * and admins can read it (audit_log.ts); gateway-wide changes (providers,
+ * models, routes, operator tokens) leave it null and only operators see them.
  */
 import { createHash } from "node:crypto";
 import { type Kysely, sql } from "kysely";
 import type { AuditEntry, Database } from "../../schema/database.ts";
+import { redactDiff } from "./audit_redaction.ts";
 
 /** Who did it, from where: the request's part of an audit row. */
 export interface AuditMeta {
-  /** The actor id, such as "admin:tga_AbCd1234", or "system". */
+  /** The actor id, such as "admin:tga_AbCd1234", "user:<id>", "key:<prefix>" or "system". */
   actor: string;
   ip: string | null;
   requestId: string | null;
@@ -21,31 +32,24 @@ export interface AuditRecord extends AuditMeta {
   action: string;
   targetType: string | null;
   targetId: string | null;
-  /** What changed; never a secret, key hash or credential. */
+  /** The account the change concerns; omitted or null for gateway-wide changes. */
+  accountId?: string | null;
+  /**
+   * What changed. Secret-looking fields are redacted on the way in (see
+   * audit_redaction.ts), but a diff should never be handed one.
+   */
   diff: Record<string, unknown>;
 }
-
-/** Keys a diff may never carry (compared case-insensitively, without "_"). */
-const FORBIDDEN_DIFF_KEYS = new Set([
-  "secret",
-  "keyhash",
-  "tokenhash",
-  "token",
-  "apikey",
-  "credential",
-  "credentialciphertext",
-  "password",
-  "passwordhash",
-]);
 
 /**
  * Appends an audit row. Must run inside the mutation's transaction: it takes
  * a transaction-scoped advisory lock so that two writers cannot both chain
- * onto the same previous row.
+ * onto the same previous row, and the row commits or rolls back with the
+ * change it records.
  */
 export async function recordAudit(db: Kysely<Database>, record: AuditRecord): Promise<AuditEntry> {
   if (!db.isTransaction) throw new Error("recordAudit must run inside the mutation's transaction");
-  const diff = toJsonObject(record.diff);
+  const diff = redactDiff(record.diff);
   await sql`select pg_advisory_xact_lock(hashtext('tollgate.audit_log'))`.execute(db);
   const previous = await db.selectFrom("audit_log").select("hash").orderBy("id", "desc").limit(1)
     .executeTakeFirst();
@@ -55,6 +59,7 @@ export async function recordAudit(db: Kysely<Database>, record: AuditRecord): Pr
     action: record.action,
     target_type: record.targetType,
     target_id: record.targetId,
+    account_id: record.accountId ?? null,
     diff,
     ip: record.ip,
     request_id: record.requestId,
@@ -72,9 +77,33 @@ export async function recordAudit(db: Kysely<Database>, record: AuditRecord): Pr
     .executeTakeFirstOrThrow();
 }
 
-export type AuditChainCheck = { ok: true; rows: number } | { ok: false; brokenAt: bigint };
+/**
+ * Records a sensitive read (an audit log, request logs, ledger entries) in a
+ * transaction of its own, before the data is read: a read that cannot be
+ * recorded is not served.
+ */
+export async function recordRead(db: Kysely<Database>, record: AuditRecord): Promise<void> {
+  await db.transaction().execute((trx) => recordAudit(trx, record));
+}
 
-/** Recomputes every hash in id order; reports the first row that does not chain. */
+export type AuditChainCheck =
+  | { ok: true; rows: number }
+  | {
+    ok: false;
+    /** The first row that does not chain. */
+    brokenAt: bigint;
+    /** What is wrong with it, in a sentence. */
+    problem: string;
+  };
+
+/**
+ * Recomputes every hash in id order and reports the first row that does not
+ * chain: one whose contents no longer match its hash (it was edited), or
+ * whose link does not match the row before it (a row between them was
+ * removed, or the one before was rewritten with a recomputed hash). Removing
+ * the newest rows leaves a shorter chain that still verifies: compare the
+ * head (the newest id and hash) with one noted earlier to catch that.
+ */
 export async function verifyAuditChain(db: Kysely<Database>): Promise<AuditChainCheck> {
   let prevHash: string | null = null;
   let lastId = 0n;
@@ -84,18 +113,15 @@ export async function verifyAuditChain(db: Kysely<Database>): Promise<AuditChain
       .orderBy("id").limit(500).execute();
     if (page.length === 0) return { ok: true, rows };
     for (const row of page) {
-      const expected = chainHash(prevHash, {
-        actor: row.actor,
-        action: row.action,
-        target_type: row.target_type,
-        target_id: row.target_id,
-        diff: row.diff,
-        ip: row.ip,
-        request_id: row.request_id,
-        created_at: row.created_at.toISOString(),
-      });
-      if (row.prev_hash !== prevHash || row.hash !== expected) {
-        return { ok: false, brokenAt: row.id };
+      if (row.prev_hash !== prevHash) {
+        return { ok: false, brokenAt: row.id, problem: linkProblem(row, lastId, rows) };
+      }
+      if (row.hash !== chainHash(prevHash, chainedFieldsOf(row))) {
+        return {
+          ok: false,
+          brokenAt: row.id,
+          problem: `row ${row.id}'s contents do not match its hash: the row was altered`,
+        };
       }
       prevHash = row.hash;
       lastId = row.id;
@@ -104,19 +130,51 @@ export async function verifyAuditChain(db: Kysely<Database>): Promise<AuditChain
   }
 }
 
+function linkProblem(row: AuditEntry, lastId: bigint, verified: number): string {
+  if (verified === 0) {
+    return `row ${row.id} is the oldest row but links to an earlier one: the rows before it ` +
+      "were removed";
+  }
+  if (row.prev_hash === null) {
+    return `row ${row.id} does not link to row ${lastId} before it: its link was removed`;
+  }
+  return `row ${row.id} does not link to row ${lastId} before it: a row between them was ` +
+    `removed, or row ${lastId} was rewritten with a recomputed hash`;
+}
+
+/** The fields a row's hash covers, as they were when it was written. */
 interface ChainedFields {
   actor: string;
   action: string;
   target_type: string | null;
   target_id: string | null;
+  account_id: string | null;
   diff: Record<string, unknown>;
   ip: string | null;
   request_id: string | null;
   created_at: string;
 }
 
+function chainedFieldsOf(row: AuditEntry): ChainedFields {
+  return {
+    actor: row.actor,
+    action: row.action,
+    target_type: row.target_type,
+    target_id: row.target_id,
+    account_id: row.account_id,
+    diff: row.diff,
+    ip: row.ip,
+    request_id: row.request_id,
+    created_at: row.created_at.toISOString(),
+  };
+}
+
 function chainHash(prevHash: string | null, fields: ChainedFields): string {
-  return createHash("sha256").update((prevHash ?? "") + canonicalJson(fields)).digest("hex");
+  // account_id is hashed only when set: rows written before it existed keep
+  // their hashes, and setting or clearing it afterwards still breaks the link.
+  const { account_id, ...rest } = fields;
+  const hashed = account_id === null ? rest : fields;
+  return createHash("sha256").update((prevHash ?? "") + canonicalJson(hashed)).digest("hex");
 }
 
 /** JSON with object keys sorted at every depth, so equal values hash equally. */
@@ -127,27 +185,4 @@ function canonicalJson(value: unknown): string {
     return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
   }
   return JSON.stringify(value);
-}
-
-/** Makes a diff plain JSON (bigint as string, Date as ISO) and refuses secret-looking keys. */
-function toJsonObject(diff: Record<string, unknown>): Record<string, unknown> {
-  return toJson(diff) as Record<string, unknown>;
-}
-
-function toJson(value: unknown): unknown {
-  if (typeof value === "bigint") return value.toString();
-  if (value instanceof Date) return value.toISOString();
-  if (Array.isArray(value)) return value.map(toJson);
-  if (value !== null && typeof value === "object") {
-    const out: Record<string, unknown> = {};
-    for (const [key, inner] of Object.entries(value)) {
-      if (FORBIDDEN_DIFF_KEYS.has(key.toLowerCase().replaceAll("_", ""))) {
-        throw new Error(`Cannot record audit diff: "${key}" looks like a secret`);
-      }
-      if (inner !== undefined) out[key] = toJson(inner);
-    }
-    return out;
-  }
-  if (typeof value === "number" && !Number.isFinite(value)) return null;
-  return value;
 }

@@ -1,15 +1,19 @@
 /**
- * Balances and the ledger from the operator's side: manual adjustments
- * (audited, in the same transaction as their entries), an account's entries
- * page by page, and the reconciliation of cached balances against entries.
+ * Balances and the ledger: manual adjustments (operators only; audited, in
+ * the same transaction as their entries), an account's entries page by page
+ * (its viewers and up), and the reconciliation of cached balances against
+ * entries (operators only).
  */
 import { type Kysely, sql } from "kysely";
 import { z } from "zod";
 import type { Database } from "../../schema/database.ts";
 import { customerBook, type LedgerEntry, postTransaction } from "../../schema/ledger.ts";
 import { formatUsd, parseUsd, UNITS_PER_USD } from "../../schema/money.ts";
+import { type Actor, requireOperator } from "../access.ts";
 import { InvalidInputError, isUuid, NotFoundError, parseInput, textField } from "../errors.ts";
-import { type AuditMeta, recordAudit } from "./audit.ts";
+import { requireAccount } from "./account_scope.ts";
+import { type AuditMeta, recordAudit, recordRead } from "./audit.ts";
+import { decodeCursor, encodeCursor, idPart, keysetWindow, type PageRequest } from "./pages.ts";
 
 export interface AdjustBalanceInput {
   accountId: string;
@@ -53,8 +57,9 @@ const adjustBalanceInput = z.object({
 export async function adjustBalance(
   db: Kysely<Database>,
   input: AdjustBalanceInput,
-  options: { audit: AuditMeta },
+  options: { actor: Actor; audit: AuditMeta },
 ): Promise<BalanceAdjustment> {
+  requireOperator(options.actor, "adjust a balance");
   const { accountId, amount, reason } = parseInput(adjustBalanceInput, input);
   return await db.transaction().execute(async (trx) => {
     const account = isUuid(accountId)
@@ -83,6 +88,7 @@ export async function adjustBalance(
       action: "account.adjust_balance",
       targetType: "account",
       targetId: account.id,
+      accountId: account.id,
       diff: {
         amount: formatUsd(amount, 8),
         reason,
@@ -94,59 +100,46 @@ export async function adjustBalance(
   });
 }
 
-export interface LedgerPage {
-  entries: { cursor: string; entry: LedgerEntry }[];
-  hasNextPage: boolean;
+const LIST = "ledger_entry";
+
+/** An entry's cursor: its id (entries are only ever appended, in id order). */
+export function ledgerEntryCursor(entry: LedgerEntry): string {
+  return encodeCursor(LIST, [entry.id.toString()]);
 }
 
-const ledgerPageInput = z.object({
-  accountId: z.string(),
-  first: z.number().int().min(1, "must be at least 1").max(500, "must be at most 500").nullish()
-    .transform((first) => first ?? 50),
-  after: z.string().nullish().transform((cursor, ctx) => {
-    if (cursor == null) return null;
-    const id = entryIdOf(cursor);
-    if (id !== null) return id;
-    ctx.addIssue("is not a cursor this query returned");
-    return z.NEVER;
-  }),
-});
-
-/** The entries of an account's own book, newest first: `first` (1..500, default 50) after `after`. */
+/**
+ * One page of the entries of an account's own book, newest first: its
+ * statement. Viewers and up read it; every read is audited ("ledger.read"),
+ * this being how the ledger is exported.
+ */
 export async function listLedgerEntries(
   db: Kysely<Database>,
-  options: { accountId: string; first?: number | null; after?: string | null },
-): Promise<LedgerPage> {
-  const { accountId, first, after } = parseInput(ledgerPageInput, options);
-  const account = isUuid(accountId)
-    ? await db.selectFrom("accounts").select("id").where("id", "=", accountId).executeTakeFirst()
-    : undefined;
-  if (!account) throw new NotFoundError(`No account with id "${accountId}"`);
-  let query = db.selectFrom("ledger_entries").selectAll()
-    .where("book", "=", customerBook(account.id));
-  if (after !== null) query = query.where("id", "<", after);
-  const rows = await query.orderBy("id", "desc").limit(first + 1).execute();
-  return {
-    entries: rows.slice(0, first).map((entry) => ({ cursor: cursorOf(entry.id), entry })),
-    hasNextPage: rows.length > first,
-  };
-}
-
-const CURSOR_PREFIX = "ledger_entry:";
-
-function cursorOf(id: bigint): string {
-  return btoa(`${CURSOR_PREFIX}${id}`);
-}
-
-function entryIdOf(cursor: string): bigint | null {
-  let text: string;
-  try {
-    text = atob(cursor);
-  } catch {
-    return null;
-  }
-  const id = text.startsWith(CURSOR_PREFIX) ? text.slice(CURSOR_PREFIX.length) : "";
-  return /^\d{1,19}$/.test(id) ? BigInt(id) : null;
+  accountId: string,
+  page: PageRequest,
+  options: { actor: Actor; audit: AuditMeta },
+): Promise<LedgerEntry[]> {
+  await requireAccount(db, options.actor, accountId, "viewer");
+  const window = keysetWindow(
+    page,
+    "desc",
+    (cursor, field) => BigInt(decodeCursor(LIST, cursor, [idPart], field)[0]!),
+  );
+  await recordRead(db, {
+    ...options.audit,
+    action: "ledger.read",
+    targetType: "account",
+    targetId: accountId,
+    accountId,
+    diff: {},
+  });
+  let query = db.selectFrom("ledger_entries").selectAll().where(
+    "book",
+    "=",
+    customerBook(accountId),
+  );
+  if (window.after !== null) query = query.where("id", window.afterOp, window.after);
+  if (window.before !== null) query = query.where("id", window.beforeOp, window.before);
+  return await query.orderBy("id", window.read).limit(window.limit).execute();
 }
 
 export interface AccountReconciliation {
@@ -178,8 +171,12 @@ interface ReconciliationRow {
   account_entries_sum: bigint | null;
 }
 
-/** Checks every cached balance against its book, and the whole ledger, in one query. */
-export async function reconcileLedger(db: Kysely<Database>): Promise<Reconciliation> {
+/** Checks every cached balance against its book, and the whole ledger, in one query (operators only). */
+export async function reconcileLedger(
+  db: Kysely<Database>,
+  options: { actor: Actor },
+): Promise<Reconciliation> {
+  requireOperator(options.actor, "reconcile the ledger");
   const { rows } = await sql<ReconciliationRow>`
     with books as (
       select book, sum(amount) as total from ledger_entries group by book

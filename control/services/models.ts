@@ -1,14 +1,17 @@
 /**
  * Models callers can ask for, each served by one provider under its upstream
- * name, with prices in microcents per million tokens. Prices arrive as
+ * name, with prices in microcents per million tokens. Operators configure
+ * them; everyone may list them and their prices. Prices arrive as
  * decimal USD strings and are parsed exactly (no float ever holds one).
  */
 import { type Kysely, sql } from "kysely";
 import { z } from "zod";
 import type { Database, Model, Provider } from "../../schema/database.ts";
 import { formatUsd, parseUsd, UNITS_PER_USD } from "../../schema/money.ts";
+import { type Actor, requireOperator } from "../access.ts";
 import { InvalidInputError, NotFoundError, parseInput, textField } from "../errors.ts";
 import { type AuditMeta, recordAudit } from "./audit.ts";
+import { decodeCursor, encodeCursor, keysetWindow, type PageRequest, textPart } from "./pages.ts";
 import { lockModelNames } from "./routes.ts";
 
 export interface ModelWithProvider extends Model {
@@ -51,12 +54,13 @@ const upsertModelInput = z.object({
     .nullish(),
 });
 
-/** Creates or updates the model called `name`. */
+/** Creates or updates the model called `name` (operators only). */
 export async function upsertModel(
   db: Kysely<Database>,
   input: UpsertModelInput,
-  options: { audit: AuditMeta },
+  options: { actor: Actor; audit: AuditMeta },
 ): Promise<ModelWithProvider> {
+  requireOperator(options.actor, "configure models and prices");
   const parsed = parseInput(upsertModelInput, input);
   const values = {
     upstream_name: parsed.upstreamName,
@@ -109,17 +113,36 @@ export async function upsertModel(
   });
 }
 
-/** Every model with its provider, by name. */
-export async function listModels(db: Kysely<Database>): Promise<ModelWithProvider[]> {
-  const [models, providers] = await Promise.all([
-    db.selectFrom("models").selectAll().orderBy("name").execute(),
-    db.selectFrom("providers").selectAll().execute(),
-  ]);
+const LIST = "model";
+
+export function modelCursor(model: Model): string {
+  return encodeCursor(LIST, [model.name]);
+}
+
+/**
+ * One page of the models with their providers, by name. Every actor may list
+ * them and their prices: a console shows what each model costs.
+ */
+export async function listModels(
+  db: Kysely<Database>,
+  page: PageRequest,
+): Promise<ModelWithProvider[]> {
+  const window = keysetWindow(
+    page,
+    "asc",
+    (cursor, field) => decodeCursor(LIST, cursor, [textPart(200)], field)[0]!,
+  );
+  let query = db.selectFrom("models").selectAll();
+  if (window.after !== null) query = query.where("name", window.afterOp, window.after);
+  if (window.before !== null) query = query.where("name", window.beforeOp, window.before);
+  const models = await query.orderBy("name", window.read).limit(window.limit).execute();
+  const providerIds = [...new Set(models.map((m) => m.provider_id))];
+  const providers = providerIds.length === 0
+    ? []
+    : await db.selectFrom("providers").selectAll().where("id", "in", providerIds).execute();
   const byId = new Map(providers.map((p) => [p.id, p]));
-  return models.flatMap((model) => {
-    const provider = byId.get(model.provider_id);
-    return provider ? [{ ...model, provider }] : [];
-  });
+  // models.provider_id references providers (on delete restrict): every model has one.
+  return models.map((model) => ({ ...model, provider: byId.get(model.provider_id)! }));
 }
 
 function parseUsdOrNull(text: string): bigint | null {

@@ -4,6 +4,9 @@
  * copied to another account or provider does not open; callers and audit
  * rows only ever see its last 4 characters. Rotating the KEK: configure the
  * new one with the old one in TOLLGATE_KEK_PREVIOUS, then rewrapProviderKeys.
+ *
+ * Viewers and up list an account's keys; admins and owners set and delete
+ * them; re-wrapping every key is for operators.
  */
 import { type Kysely, sql } from "kysely";
 import { z } from "zod";
@@ -15,8 +18,12 @@ import {
   rewrapEnvelope,
   sealEnvelope,
 } from "../../schema/envelope.ts";
+import { type Actor, requireOperator, requireRole, roleIn } from "../access.ts";
 import { isUuid, NotFoundError, parseInput } from "../errors.ts";
+import { requireAccount } from "./account_scope.ts";
+import { createdKeyOf, createdOrder, cursorAt, type Positioned } from "./accounts.ts";
 import { type AuditMeta, recordAudit } from "./audit.ts";
+import { encodeCursor, keysetWindow, type PageRequest } from "./pages.ts";
 
 export interface SetProviderKeyInput {
   accountId: string;
@@ -52,17 +59,15 @@ const setProviderKeyInput = z.object({
     .regex(/^[\x21-\x7e]+$/, "must be printable ASCII without whitespace"),
 });
 
-/** Stores an account's key for a provider, replacing the one it had. */
+/** Stores an account's key for a provider, replacing the one it had. Admins and owners. */
 export async function setProviderKey(
   db: Kysely<Database>,
   input: SetProviderKeyInput,
-  options: { keyring: Keyring; audit: AuditMeta },
+  options: { actor: Actor; keyring: Keyring; audit: AuditMeta },
 ): Promise<CustomerProviderKey> {
+  await requireAccount(db, options.actor, input.accountId, "admin");
   const { accountId, providerId, apiKey } = parseInput(setProviderKeyInput, input);
   return await db.transaction().execute(async (trx) => {
-    if (!isUuid(accountId) || !await exists(trx, "accounts", accountId)) {
-      throw new NotFoundError(`No account with id "${accountId}"`);
-    }
     if (!isUuid(providerId) || !await exists(trx, "providers", providerId)) {
       throw new NotFoundError(`No provider with id "${providerId}"`);
     }
@@ -83,43 +88,66 @@ export async function setProviderKey(
       action: created ? "provider_key.create" : "provider_key.replace",
       targetType: "provider_key",
       targetId: key.id,
+      accountId,
       diff: { accountId, providerId, last4: key.last4, kekId: key.kek_id },
     });
     return key;
   });
 }
 
-/** Deletes a stored key and returns it. */
+/** Deletes a stored key and returns it. Admins and owners of its account. */
 export async function deleteProviderKey(
   db: Kysely<Database>,
   input: { id: string },
-  options: { audit: AuditMeta },
+  options: { actor: Actor; audit: AuditMeta },
 ): Promise<CustomerProviderKey> {
   return await db.transaction().execute(async (trx) => {
-    const key = isUuid(input.id)
-      ? await trx.deleteFrom("customer_provider_keys").where("id", "=", input.id).returningAll()
-        .executeTakeFirst()
+    const found = isUuid(input.id)
+      ? await trx.selectFrom("customer_provider_keys").select("account_id")
+        .where("id", "=", input.id).forUpdate().executeTakeFirst()
       : undefined;
-    if (!key) throw new NotFoundError(`No provider key with id "${input.id}"`);
+    // Another tenant's key is reported exactly like a missing one.
+    if (!found || roleIn(options.actor, found.account_id) === null) {
+      throw new NotFoundError(`No provider key with id "${input.id}"`);
+    }
+    requireRole(options.actor, found.account_id, "admin", "provider key");
+    const key = await trx.deleteFrom("customer_provider_keys").where("id", "=", input.id)
+      .returningAll().executeTakeFirstOrThrow();
     await recordAudit(trx, {
       ...options.audit,
       action: "provider_key.delete",
       targetType: "provider_key",
       targetId: key.id,
+      accountId: key.account_id,
       diff: { accountId: key.account_id, providerId: key.provider_id, last4: key.last4 },
     });
     return key;
   });
 }
 
-/** An account's keys, oldest first. */
+const PROVIDER_KEYS = "provider_keys";
+
+export function providerKeyCursor(key: CustomerProviderKey & Positioned): string {
+  return encodeCursor(PROVIDER_KEYS, [key.cursor_at, key.id]);
+}
+
+/** A page of an account's keys, oldest first. Viewers and up. */
 export async function listProviderKeys(
   db: Kysely<Database>,
   accountId: string,
-): Promise<CustomerProviderKey[]> {
-  if (!isUuid(accountId)) return [];
-  return await db.selectFrom("customer_provider_keys").selectAll()
-    .where("account_id", "=", accountId).orderBy("created_at").orderBy("id").execute();
+  page: PageRequest,
+  options: { actor: Actor },
+): Promise<(CustomerProviderKey & Positioned)[]> {
+  await requireAccount(db, options.actor, accountId, "viewer");
+  const window = keysetWindow(page, "asc", createdKeyOf(PROVIDER_KEYS));
+  const query = db.selectFrom("customer_provider_keys").selectAll()
+    .select(cursorAt("customer_provider_keys.created_at").as("cursor_at"))
+    .where("account_id", "=", accountId);
+  return await createdOrder(
+    query,
+    { createdAt: "customer_provider_keys.created_at", id: "customer_provider_keys.id" },
+    window,
+  ).execute();
 }
 
 /**
@@ -129,8 +157,9 @@ export async function listProviderKeys(
  */
 export async function rewrapProviderKeys(
   db: Kysely<Database>,
-  options: { keyring: Keyring; audit: AuditMeta },
+  options: { actor: Actor; keyring: Keyring; audit: AuditMeta },
 ): Promise<RewrapResult> {
+  requireOperator(options.actor, "re-wrap provider keys");
   const kekId = options.keyring.current.id;
   let total = 0;
   for (;;) {
@@ -180,7 +209,7 @@ function rewrapStored(
 
 async function exists(
   db: Kysely<Database>,
-  table: "accounts" | "providers",
+  table: "providers",
   id: string,
 ): Promise<boolean> {
   return !!await db.selectFrom(table).select("id").where("id", "=", id).executeTakeFirst();

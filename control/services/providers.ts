@@ -1,7 +1,8 @@
 /**
- * Upstream providers. A provider's credential is sealed with the server's
- * credentials key, bound to the provider's id, and never returned: callers
- * see only whether one is set and its last 4 characters.
+ * Upstream providers, configured by operators. A provider's credential is
+ * sealed with the server's credentials key, bound to the provider's id, and
+ * never returned: operators see only whether one is set and its last 4
+ * characters.
  */
 import { type Kysely, sql } from "kysely";
 import { z } from "zod";
@@ -13,8 +14,10 @@ import {
   PROVIDER_PRESETS,
 } from "../../schema/provider_presets.ts";
 import { sealCredential, type ServerKeys } from "../../schema/secrets.ts";
+import { type Actor, requireOperator } from "../access.ts";
 import { InvalidInputError, parseInput, textField } from "../errors.ts";
 import { type AuditMeta, recordAudit } from "./audit.ts";
+import { decodeCursor, encodeCursor, keysetWindow, type PageRequest, textPart } from "./pages.ts";
 
 export const PROVIDER_KINDS = [
   "openai_compat",
@@ -50,12 +53,13 @@ const upsertProviderInput = z.object({
   apiKey: textField(4000).nullish(),
 });
 
-/** Creates or updates the provider called `name`. */
+/** Creates or updates the provider called `name` (operators only). */
 export async function upsertProvider(
   db: Kysely<Database>,
   input: UpsertProviderInput,
-  options: { keys: ServerKeys; audit: AuditMeta },
+  options: { keys: ServerKeys; actor: Actor; audit: AuditMeta },
 ): Promise<Provider> {
+  requireOperator(options.actor, "configure providers");
   const parsed = parseInput(upsertProviderInput, input);
   if (parsed.preset && parsed.kind !== "openai_compat") {
     throw new InvalidInputError(
@@ -122,9 +126,27 @@ export async function upsertProvider(
   });
 }
 
-/** Every provider, by name. */
-export async function listProviders(db: Kysely<Database>): Promise<Provider[]> {
-  return await db.selectFrom("providers").selectAll().orderBy("name").execute();
+const LIST = "provider";
+
+export function providerCursor(provider: Provider): string {
+  return encodeCursor(LIST, [provider.name]);
+}
+
+/**
+ * One page of the providers, by name. Every actor may list them (a customer
+ * picks one to store its own key for); what a provider's configuration says
+ * is for operators only, which the GraphQL type enforces field by field.
+ */
+export async function listProviders(db: Kysely<Database>, page: PageRequest): Promise<Provider[]> {
+  const window = keysetWindow(
+    page,
+    "asc",
+    (cursor, field) => decodeCursor(LIST, cursor, [textPart(100)], field)[0]!,
+  );
+  let query = db.selectFrom("providers").selectAll();
+  if (window.after !== null) query = query.where("name", window.afterOp, window.after);
+  if (window.before !== null) query = query.where("name", window.beforeOp, window.before);
+  return await query.orderBy("name", window.read).limit(window.limit).execute();
 }
 
 /**

@@ -7,8 +7,10 @@
 import { type Kysely, sql } from "kysely";
 import { z } from "zod";
 import type { Database, Route } from "../../schema/database.ts";
+import { type Actor, requireOperator } from "../access.ts";
 import { InvalidInputError, NotFoundError, parseInput, textField } from "../errors.ts";
 import { type AuditMeta, recordAudit } from "./audit.ts";
+import { decodeCursor, encodeCursor, keysetWindow, type PageRequest, textPart } from "./pages.ts";
 
 export const ROUTE_STRATEGIES = ["fallback", "cheapest"] as const;
 export const ROUTE_STATUSES = ["active", "disabled"] as const;
@@ -60,12 +62,13 @@ export async function lockModelNames(trx: Kysely<Database>): Promise<void> {
   await sql`select pg_advisory_xact_lock(hashtext('tollgate:model-names'))`.execute(trx);
 }
 
-/** Creates or updates the route called `name`. */
+/** Creates or updates the route called `name` (operators only). */
 export async function upsertRoute(
   db: Kysely<Database>,
   input: UpsertRouteInput,
-  options: { audit: AuditMeta },
+  options: { actor: Actor; audit: AuditMeta },
 ): Promise<Route> {
+  requireOperator(options.actor, "configure routes");
   const parsed = parseInput(upsertRouteInput, input);
   const values = {
     strategy: parsed.strategy ?? "fallback",
@@ -116,12 +119,13 @@ export async function upsertRoute(
   });
 }
 
-/** Deletes the route called `name`; returns it as it was. */
+/** Deletes the route called `name` (operators only); returns it as it was. */
 export async function deleteRoute(
   db: Kysely<Database>,
   input: { name: string },
-  options: { audit: AuditMeta },
+  options: { actor: Actor; audit: AuditMeta },
 ): Promise<Route> {
+  requireOperator(options.actor, "configure routes");
   const { name } = parseInput(deleteRouteInput, input);
   return await db.transaction().execute(async (trx) => {
     const route = await trx.deleteFrom("routes").where("name", "=", name).returningAll()
@@ -138,9 +142,32 @@ export async function deleteRoute(
   });
 }
 
-/** Every route, by name. */
-export async function listRoutes(db: Kysely<Database>): Promise<Route[]> {
-  return await db.selectFrom("routes").selectAll().orderBy("name").execute();
+const LIST = "route";
+
+export function routeCursor(route: Route): string {
+  return encodeCursor(LIST, [route.name]);
+}
+
+/**
+ * One page of the routes, by name (operators only: a route's targets say
+ * which models stand behind an alias, which is the operator's business;
+ * customers see the aliases they may call in the gateway's /v1/models).
+ */
+export async function listRoutes(
+  db: Kysely<Database>,
+  page: PageRequest,
+  options: { actor: Actor },
+): Promise<Route[]> {
+  requireOperator(options.actor, "list routes");
+  const window = keysetWindow(
+    page,
+    "asc",
+    (cursor, field) => decodeCursor(LIST, cursor, [textPart(200)], field)[0]!,
+  );
+  let query = db.selectFrom("routes").selectAll();
+  if (window.after !== null) query = query.where("name", window.afterOp, window.after);
+  if (window.before !== null) query = query.where("name", window.beforeOp, window.before);
+  return await query.orderBy("name", window.read).limit(window.limit).execute();
 }
 
 function duplicates(names: string[]): string {

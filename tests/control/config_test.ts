@@ -17,6 +17,16 @@ Deno.test("the control plane listens on 127.0.0.1:8081 with an embedded database
     adminToken: undefined,
     kek: { TOLLGATE_KEK: undefined, TOLLGATE_KEK_ID: undefined, TOLLGATE_KEK_PREVIOUS: undefined },
     billing: { standardFeeBps: 550, byokFeeBps: 500, byokFreeRequests: 1_000_000 },
+    auth: { jwtPrivateKey: undefined, jwtIssuer: "tollgate", oidc: undefined },
+    graphql: {
+      maxDepth: 10,
+      maxCost: 100_000,
+      maxAliases: 15,
+      maxDirectives: 20,
+      maxTokens: 1_000,
+      introspection: "authenticated",
+      graphiql: true,
+    },
   });
 });
 

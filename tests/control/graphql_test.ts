@@ -154,15 +154,24 @@ async function upsertModel(stack: Stack, input: Record<string, unknown>): Promis
   return dataOf(result).upsertModel;
 }
 
-async function usage(
+type RequestLogs = GraphQLResult<{ requestLogs: { edges: { node: UsageEvent }[] } }>;
+
+async function requestLogs(
   stack: Stack,
-  args: { limit?: number; accountId?: string } = {},
-): Promise<GraphQLResult<{ usage: UsageEvent[] }>> {
-  return await stack.graphql<{ usage: UsageEvent[] }>(
-    `query ($limit: Int, $accountId: ID) { usage(limit: $limit, accountId: $accountId) {
-      ${USAGE_FIELDS} } }`,
-    args,
+  args: { first?: number; accountId?: string } = {},
+): Promise<RequestLogs> {
+  const { first, accountId } = args;
+  return await stack.graphql(
+    `query ($first: Int, $accountId: ID) {
+      requestLogs(first: $first, filter: { accountId: $accountId }) {
+        edges { node { ${USAGE_FIELDS} } } } }`,
+    { first, accountId },
   );
+}
+
+/** The request logs of a response that must have succeeded. */
+function logsOf(result: RequestLogs): UsageEvent[] {
+  return dataOf(result).requestLogs.edges.map((edge) => edge.node);
 }
 
 interface TypeRef {
@@ -192,7 +201,7 @@ Deno.test("anonymous and wrong-token calls get 401 UNAUTHENTICATED; introspectio
     );
     assert.ok(generated);
 
-    const query = "{ accounts { id } }";
+    const query = "{ accounts { edges { node { id } } } }";
     const introspection = "{ __schema { queryType { name } types { name } } }";
     const refused = [
       ["anonymous", null],
@@ -214,8 +223,8 @@ Deno.test("anonymous and wrong-token calls get 401 UNAUTHENTICATED; introspectio
     }
 
     for (const token of [undefined, generated]) {
-      const accounts = await stack.graphql<{ accounts: unknown[] }>(query, {}, token);
-      assert.deepEqual(dataOf(accounts).accounts, []);
+      const accounts = await stack.graphql<{ accounts: { edges: unknown[] } }>(query, {}, token);
+      assert.deepEqual(dataOf(accounts).accounts.edges, []);
       const schema = await stack.graphql<
         { __schema: { queryType: { name: string }; types: { name: string }[] } }
       >(introspection, {}, token);
@@ -248,11 +257,11 @@ Deno.test("createAccount returns the account, refuses a bad name naming the fiel
       assert.match(refused.message!, /^name: /);
     }
 
-    const listed = await stack.graphql<{ accounts: AccountResult[] }>(
-      "{ accounts { id name status balance createdAt } }",
+    const listed = await stack.graphql<{ accounts: { edges: { node: AccountResult }[] } }>(
+      "{ accounts { edges { node { id name status balance createdAt } } } }",
     );
     assert.deepEqual(
-      dataOf(listed).accounts.map((a) => [a.id, a.name]),
+      dataOf(listed).accounts.edges.map(({ node: a }) => [a.id, a.name]),
       [[account.id, "Acme Corp"], [longest.id, "x".repeat(200)]],
       "oldest first, and nothing refused was created",
     );
@@ -282,15 +291,16 @@ Deno.test("createApiKey shows the secret once; apiKeys shows only its prefix and
     const stored = await stack.database.db.db.selectFrom("api_keys").select("key_hash")
       .where("id", "=", apiKey.id).executeTakeFirstOrThrow();
     const listKeys = async () => {
-      const result = await stack.graphql<{ apiKeys: ApiKey[] }>(
-        `query ($accountId: ID) { apiKeys(accountId: $accountId) { ${API_KEY_FIELDS} } }`,
+      const result = await stack.graphql<{ apiKeys: { edges: { node: ApiKey }[] } }>(
+        `query ($accountId: ID!) {
+          apiKeys(accountId: $accountId) { edges { node { ${API_KEY_FIELDS} } } } }`,
         { accountId: account.id },
       );
       const body = JSON.stringify(result);
       assert.ok(!body.includes(secret), "apiKeys never returns the secret");
       assert.ok(!body.includes(secret.slice(3, 35)), "nor its random part");
       assert.ok(!body.includes(stored.key_hash), "nor its hash");
-      const keys = dataOf(result).apiKeys;
+      const keys = dataOf(result).apiKeys.edges.map((edge) => edge.node);
       assert.equal(keys.length, 1);
       return keys[0]!;
     };
@@ -302,8 +312,9 @@ Deno.test("createApiKey shows the secret once; apiKeys shows only its prefix and
     assert.equal(listed.lastUsedAt, null, "never used yet");
 
     // No text field anywhere in the schema could return a key's secret or
-    // hash, except the one-time CreatedApiKey.secret; an ApiKey's text is
-    // its name, prefix and last 4 only.
+    // hash, except the one-time CreatedApiKey.secret (and RotatedApiKey's, a
+    // rotation's new secret); an ApiKey's text is its name, prefix, last 4 and
+    // allowlists only.
     const schema = await stack.graphql<{ __schema: { types: SchemaType[] } }>(
       `{ __schema { types { name fields { name type { name ofType { name ofType { name ofType { name } } } } } } } }`,
     );
@@ -312,11 +323,19 @@ Deno.test("createApiKey shows the secret once; apiKeys shows only its prefix and
         .map((f) => `${type.name}.${f.name}`)
     );
     assert.deepEqual(
-      textFields.filter((f) => /secret|hash|ciphertext|\.(api)?key$|\.token$/i.test(f)),
-      ["CreatedApiKey.secret"],
+      textFields.filter((f) => /secret|hash|ciphertext|\.(api)?key$|\.token$/i.test(f)).sort(),
+      [
+        // Hash-chain links of the audit log: public digests, not secrets.
+        "AuditChainHead.hash",
+        "AuditEntry.hash",
+        "AuditEntry.prevHash",
+        "CreatedApiKey.secret",
+        "RotatedApiKey.secret",
+      ],
     );
     assert.deepEqual(textFields.filter((f) => f.startsWith("ApiKey.")).sort(), [
       "ApiKey.accountId",
+      "ApiKey.allowedIps",
       "ApiKey.allowedModels",
       "ApiKey.id",
       "ApiKey.last4",
@@ -427,12 +446,16 @@ Deno.test("upsertProvider seals the credential: only hasCredential and its last 
     assert.equal(renamed.provider.credentialLast4, "7Q2x");
     assert.equal(renamed.provider.baseUrl, "https://llm2.example.com/v1");
 
-    const listed = await stack.graphql<{ providers: ProviderResult[] }>(
-      `{ providers { ${PROVIDER_FIELDS} } }`,
+    const listed = await stack.graphql<{ providers: { edges: { node: ProviderResult }[] } }>(
+      `{ providers { edges { node { ${PROVIDER_FIELDS} } } } }`,
     );
     bodies.push(JSON.stringify(listed));
     assert.deepEqual(
-      dataOf(listed).providers.map((p) => [p.name, p.hasCredential, p.credentialLast4]),
+      dataOf(listed).providers.edges.map(({ node: p }) => [
+        p.name,
+        p.hasCredential,
+        p.credentialLast4,
+      ]),
       [["acme-llm", true, "7Q2x"], ["mock", false, null]],
     );
 
@@ -509,11 +532,11 @@ Deno.test("upsertModel parses prices exactly and refuses bad prices and unknown 
       ["3.00000000", "12.34567891", "0.00000000"],
     );
 
-    const listed = await stack.graphql<{ models: ModelResult[] }>(
-      `{ models { ${MODEL_FIELDS} } }`,
+    const listed = await stack.graphql<{ models: { edges: { node: ModelResult }[] } }>(
+      `{ models { edges { node { ${MODEL_FIELDS} } } } }`,
     );
     assert.deepEqual(
-      dataOf(listed).models.map((m) => [m.name, m.inputPrice, m.outputPrice]),
+      dataOf(listed).models.edges.map(({ node: m }) => [m.name, m.inputPrice, m.outputPrice]),
       [["priced", "3.00000000", "12.34567891"], ["tollgate-mock", "0.15000000", "0.60000000"]],
       "refused upserts changed nothing",
     );
@@ -559,7 +582,7 @@ Deno.test("a model upserted through GraphQL on an openai_compat provider is serv
     assert.equal(sent.body.model, "gpt-upstream");
 
     await stack.gateway.usage.flush();
-    const rows = dataOf(await usage(stack, { accountId })).usage;
+    const rows = logsOf(await requestLogs(stack, { accountId }));
     assert.equal(rows.length, 1);
     assert.deepEqual(rows[0], {
       requestId: response.headers.get("x-request-id"),
@@ -582,7 +605,7 @@ Deno.test("a model upserted through GraphQL on an openai_compat provider is serv
   }
 });
 
-Deno.test("usage returns the latest events first and honours limit and accountId", async () => {
+Deno.test("requestLogs returns the latest events first and honours first and accountId", async () => {
   const stack = await startStack();
   try {
     const a = await stack.createKey({ accountName: "A" });
@@ -600,20 +623,22 @@ Deno.test("usage returns the latest events first and honours limit and accountId
     await stack.gateway.usage.flush();
     const [r1, r2, r3, r4, r5] = requestIds;
 
-    const ids = async (args: { limit?: number; accountId?: string }) =>
-      dataOf(await usage(stack, args)).usage.map((e) => e.requestId);
+    const ids = async (args: { first?: number; accountId?: string }) =>
+      logsOf(await requestLogs(stack, args)).map((e) => e.requestId);
     assert.deepEqual(await ids({}), [r5, r4, r3, r2, r1]);
-    assert.deepEqual(await ids({ limit: 2 }), [r5, r4]);
+    assert.deepEqual(await ids({ first: 2 }), [r5, r4]);
     assert.deepEqual(await ids({ accountId: a.accountId }), [r5, r3, r1]);
     assert.deepEqual(await ids({ accountId: b.accountId }), [r4, r2]);
-    assert.deepEqual(await ids({ accountId: a.accountId, limit: 1 }), [r5]);
-    assert.deepEqual(await ids({ accountId: NO_SUCH_ID }), []);
-    assert.deepEqual(await ids({ accountId: "not-a-uuid" }), []);
+    assert.deepEqual(await ids({ accountId: a.accountId, first: 1 }), [r5]);
+    for (const accountId of [NO_SUCH_ID, "not-a-uuid"]) {
+      const missing = await requestLogs(stack, { accountId });
+      assert.equal(missing.errors?.[0]?.extensions?.code, "NOT_FOUND", accountId);
+    }
 
-    for (const limit of [0, 501]) {
-      const refused = await usage(stack, { limit });
-      assert.equal(refused.errors?.[0]?.extensions?.code, "BAD_USER_INPUT", `limit ${limit}`);
-      assert.equal(refused.errors?.[0]?.extensions?.field, "limit");
+    for (const first of [0, 501]) {
+      const refused = await requestLogs(stack, { first });
+      assert.equal(refused.errors?.[0]?.extensions?.code, "BAD_USER_INPUT", `first ${first}`);
+      assert.equal(refused.errors?.[0]?.extensions?.field, "first");
     }
   } finally {
     await stack.close();
@@ -633,10 +658,12 @@ Deno.test("a mutation over GET is refused with 405, and every response carries a
     });
     responses.push(["mutation over GET", viaGet]);
     assert.equal(viaGet.status, 405);
-    const listed = await stack.graphql<{ accounts: unknown[] }>("{ accounts { id } }");
-    assert.deepEqual(dataOf(listed).accounts, [], "the mutation did not run");
+    const listed = await stack.graphql<{ accounts: { edges: unknown[] } }>(
+      "{ accounts { edges { node { id } } } }",
+    );
+    assert.deepEqual(dataOf(listed).accounts.edges, [], "the mutation did not run");
 
-    const query = encodeURIComponent("{ accounts { id } }");
+    const query = encodeURIComponent("{ accounts { edges { node { id } } } }");
     const queryViaGet = await fetch(`${endpoint}?query=${query}`, { headers: auth });
     responses.push(["query over GET", queryViaGet]);
     assert.equal(queryViaGet.status, 200);
@@ -647,8 +674,9 @@ Deno.test("a mutation over GET is refused with 405, and every response carries a
         headers: { ...headers, "content-type": "application/json" },
         body,
       });
-    responses.push(["a query", await post(JSON.stringify({ query: "{ accounts { id } }" }))]);
-    responses.push(["anonymous", await post(JSON.stringify({ query: "{ accounts { id } }" }), {})]);
+    const accounts = JSON.stringify({ query: "{ accounts { edges { node { id } } } }" });
+    responses.push(["a query", await post(accounts)]);
+    responses.push(["anonymous", await post(accounts, {})]);
     responses.push(["invalid query", await post(JSON.stringify({ query: "{ nope }" }))]);
     responses.push(["malformed JSON", await post("{not json")]);
     responses.push(["healthz", await fetch(`${stack.controlUrl}/healthz`)]);
@@ -744,7 +772,11 @@ Deno.test("the audit log chains every mutation without secrets, refuses edits an
         .where("id", "=", tampered.id).execute();
       await sql`alter table audit_log enable trigger audit_log_append_only`.execute(trx);
     });
-    assert.deepEqual(await verifyAuditChain(db), { ok: false, brokenAt: tampered.id });
+    assert.deepEqual(await verifyAuditChain(db), {
+      ok: false,
+      brokenAt: tampered.id,
+      problem: `row ${tampered.id}'s contents do not match its hash: the row was altered`,
+    });
   } finally {
     await stack.close();
   }

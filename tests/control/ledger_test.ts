@@ -10,6 +10,7 @@ import { verifyAuditChain } from "../../control/services/audit.ts";
 import { createYoga } from "../../control/yoga.ts";
 import { customerBook } from "../../schema/ledger.ts";
 import { deriveServerKeys } from "../../schema/secrets.ts";
+import { executeAs, userWith } from "../helpers/as_actor.ts";
 import { freshDatabase, type TestDatabase } from "../helpers/database.ts";
 
 const SECRET = "ledger-test-secret-".padEnd(48, "x");
@@ -81,10 +82,11 @@ async function createAccount(control: Control, name = "Acme"): Promise<string> {
 }
 
 async function balanceOf(control: Control, accountId: string): Promise<string> {
-  const result = await control.graphql<{ accounts: { id: string; balance: string }[] }>(
-    "{ accounts { id balance } }",
+  const result = await control.graphql<{ account: { balance: string } }>(
+    "query ($id: ID!) { account(id: $id) { balance } }",
+    { id: accountId },
   );
-  return result.data!.accounts.find((a) => a.id === accountId)!.balance;
+  return result.data!.account.balance;
 }
 
 async function entryCount(control: Control): Promise<number> {
@@ -376,5 +378,50 @@ Deno.test("ledgerReconciliation says balanced, then shows a tampered balance and
     const oneSided = await reconcile(control);
     assert.equal(oneSided.entriesSum, "0.00000005");
     assert.equal(oneSided.unbalancedTransactions, 1);
+  });
+});
+
+Deno.test("an account's viewers read its ledger entries, each read audited; reserved and available show the leases", async () => {
+  await withControl(async (control) => {
+    const db = control.database.db.db;
+    const acme = await createAccount(control, "Acme");
+    const globex = await createAccount(control, "Globex");
+    await adjust(control, { accountId: acme, amount: "10" });
+    await adjust(control, { accountId: globex, amount: "3" });
+    // A gateway replica leases 2.5 USD of Acme's balance.
+    await db.updateTable("accounts").set({ reserved: 250_000_000n }).where("id", "=", acme)
+      .execute();
+
+    const query = `query ($id: ID!) {
+      account(id: $id) { balance reserved available }
+      ledgerEntries(accountId: $id) { edges { node { amount book } } } }`;
+    const viewer = userWith({ [acme]: "viewer" });
+    const read = await executeAs<{
+      account: Record<string, string>;
+      ledgerEntries: { edges: { node: { amount: string; book: string } }[] };
+    }>(db, viewer, query, { id: acme });
+    assert.equal(read.errors, undefined, JSON.stringify(read.errors));
+    assert.deepEqual(read.data!.account, {
+      balance: "10.00000000",
+      reserved: "2.50000000",
+      available: "7.50000000",
+    });
+    assert.deepEqual(read.data!.ledgerEntries.edges.map((e) => e.node), [
+      { amount: "10.00000000", book: customerBook(acme) },
+    ]);
+
+    const hidden = await executeAs(
+      db,
+      viewer,
+      `query ($id: ID!) { ledgerEntries(accountId: $id) { edges { cursor } } }`,
+      { id: globex },
+    );
+    assert.equal(hidden.errors?.[0]?.extensions?.code, "NOT_FOUND");
+
+    const reads = await db.selectFrom("audit_log").selectAll().where("action", "=", "ledger.read")
+      .execute();
+    assert.deepEqual(reads.map((r) => [r.actor, r.account_id, r.target_id]), [
+      [viewer.id, acme, acme],
+    ]);
   });
 });

@@ -75,11 +75,12 @@ async function deleteKey(graphql: GraphQL, id: string): Promise<Result> {
 
 async function listKeys(graphql: GraphQL, accountId: string): Promise<ProviderKey[]> {
   return dataOf(
-    await graphql<{ providerKeys: ProviderKey[] }>(
-      `query ($accountId: ID!) { providerKeys(accountId: $accountId) { __typename ${KEY_FIELDS} } }`,
+    await graphql<{ providerKeys: { edges: { node: ProviderKey }[] } }>(
+      `query ($accountId: ID!) { providerKeys(accountId: $accountId) {
+        edges { node { __typename ${KEY_FIELDS} } } } }`,
       { accountId },
     ),
-  ).providerKeys;
+  ).providerKeys.edges.map((edge) => edge.node);
 }
 
 async function rewrap(graphql: GraphQL) {
@@ -118,8 +119,10 @@ async function setUp(stack: Stack, graphql: GraphQL) {
     upstreamName: "m",
   });
   const providers = dataOf(
-    await graphql<{ providers: { id: string; name: string }[] }>(`{ providers { id name } }`),
-  ).providers;
+    await graphql<{ providers: { edges: { node: { id: string; name: string } }[] } }>(
+      `{ providers { edges { node { id name } } } }`,
+    ),
+  ).providers.edges.map((edge) => edge.node);
   const providerId = (name: string) => providers.find((p) => p.name === name)!.id;
   return {
     acme: await createAccount(graphql, "Acme"),
@@ -263,8 +266,8 @@ Deno.test("a provider key must be a plausible secret for an existing account and
 
     for (
       const [accountId, providerId, missing] of [
-        [NO_SUCH_ID, mock, /No account/],
-        ["nope", mock, /No account/],
+        [NO_SUCH_ID, mock, /account "[^"]+" not found/],
+        ["nope", mock, /account "nope" not found/],
         [acme, NO_SUCH_ID, /No provider/],
       ] as const
     ) {
@@ -273,10 +276,13 @@ Deno.test("a provider key must be a plausible secret for an existing account and
       assert.match(result.message!, missing);
     }
     assert.equal((await listKeys(stack.graphql, acme)).length, 1);
-    assert.deepEqual(await listKeys(stack.graphql, "not-a-uuid"), []);
+    const malformed = await stack.graphql(
+      `{ providerKeys(accountId: "not-a-uuid") { edges { cursor } } }`,
+    );
+    assert.equal(malformed.errors?.[0]?.extensions?.code, "NOT_FOUND");
 
     const anonymous = await stack.graphql(
-      `{ providerKeys(accountId: "${acme}") { id } }`,
+      `{ providerKeys(accountId: "${acme}") { edges { cursor } } }`,
       {},
       null,
     );

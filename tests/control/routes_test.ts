@@ -71,7 +71,10 @@ async function deleteRoute(stack: Stack, name: string) {
 }
 
 async function listRoutes(stack: Stack): Promise<Route[]> {
-  return dataOf(await stack.graphql<{ routes: Route[] }>(`{ routes { ${ROUTE_FIELDS} } }`)).routes;
+  const result = await stack.graphql<{ routes: { edges: { node: Route }[] } }>(
+    `{ routes { edges { node { ${ROUTE_FIELDS} } } } }`,
+  );
+  return dataOf(result).routes.edges.map((edge) => edge.node);
 }
 
 async function upsertProvider(stack: Stack, input: Record<string, unknown>) {
@@ -299,12 +302,12 @@ Deno.test("a key's allowedModels lets it call only the names listed, until the l
     assert.equal(refused.status, 403);
     assert.equal(refused.code, "model_not_allowed");
 
-    const listed = await stack.graphql<{ apiKeys: ApiKey[] }>(
-      "query ($a: ID) { apiKeys(accountId: $a) { id allowedModels } }",
+    const listed = await stack.graphql<{ apiKeys: { edges: { node: ApiKey }[] } }>(
+      "query ($a: ID!) { apiKeys(accountId: $a) { edges { node { id allowedModels } } } }",
       { a: accountId },
     );
     assert.deepEqual(
-      new Map(dataOf(listed).apiKeys.map((k) => [k.id, k.allowedModels])),
+      new Map(dataOf(listed).apiKeys.edges.map(({ node: k }) => [k.id, k.allowedModels])),
       new Map([[keyId, ["tollgate-fast", "created-later"]], [otherKeyId, null]]),
       "null: every model",
     );
@@ -402,11 +405,11 @@ Deno.test("upsertProvider takes a preset instead of a baseUrl, for openai_compat
     );
     assert.ok(badPreset.errors?.[0]?.message.includes("ProviderPreset"), JSON.stringify(badPreset));
 
-    const listed = await stack.graphql<{ providers: Provider[] }>(
-      `{ providers { ${PROVIDER_FIELDS} } }`,
+    const listed = await stack.graphql<{ providers: { edges: { node: Provider }[] } }>(
+      `{ providers { edges { node { ${PROVIDER_FIELDS} } } } }`,
     );
     assert.deepEqual(
-      dataOf(listed).providers.map((p) => [p.name, p.preset, p.effectiveBaseUrl]),
+      dataOf(listed).providers.edges.map(({ node: p }) => [p.name, p.preset, p.effectiveBaseUrl]),
       [
         ["claude", null, ANTHROPIC_BASE_URL],
         ["deepseek", null, "https://plain.example.com/v1"],

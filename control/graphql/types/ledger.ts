@@ -1,16 +1,21 @@
-/** Balances and the ledger: manual adjustments, an account's entries, reconciliation. */
+/**
+ * Balances and the ledger: an account's reserved and available amounts,
+ * manual adjustments, an account's entries, reconciliation.
+ */
 import { LEDGER_KINDS, type LedgerEntry, type LedgerKind } from "../../../schema/ledger.ts";
-import { InvalidInputError, NotFoundError, toGraphQLError } from "../../errors.ts";
+import { ForbiddenError, InvalidInputError, NotFoundError, toGraphQLError } from "../../errors.ts";
 import {
   type AccountReconciliation,
   adjustBalance,
   type BalanceAdjustment,
-  type LedgerPage,
+  ledgerEntryCursor,
   listLedgerEntries,
   reconcileLedger,
   type Reconciliation,
 } from "../../services/ledger.ts";
 import { auditMeta, builder } from "../builder.ts";
+import { keysetConnection } from "../connections.ts";
+import { AccountRef } from "./account.ts";
 
 export const LedgerKindEnum = builder.enumType("LedgerKind", { values: LEDGER_KINDS });
 
@@ -38,33 +43,6 @@ export const LedgerEntryRef = builder.objectRef<LedgerEntry>("LedgerEntry").impl
     createdAt: t.expose("created_at", { type: "DateTime" }),
   }),
 });
-
-type LedgerEdge = LedgerPage["entries"][number];
-
-const LedgerEntryEdgeRef = builder.objectRef<LedgerEdge>("LedgerEntryEdge").implement({
-  fields: (t) => ({
-    cursor: t.exposeString("cursor"),
-    node: t.field({ type: LedgerEntryRef, resolve: (edge) => edge.entry }),
-  }),
-});
-
-export const PageInfoRef = builder.objectRef<LedgerPage>("PageInfo").implement({
-  description: "Relay page information; pages go forward only (first, after).",
-  fields: (t) => ({
-    hasNextPage: t.exposeBoolean("hasNextPage"),
-    hasPreviousPage: t.boolean({ resolve: () => false }),
-    startCursor: t.string({ nullable: true, resolve: (page) => page.entries[0]?.cursor ?? null }),
-    endCursor: t.string({ nullable: true, resolve: (page) => page.entries.at(-1)?.cursor ?? null }),
-  }),
-});
-
-const LedgerEntryConnectionRef = builder.objectRef<LedgerPage>("LedgerEntryConnection")
-  .implement({
-    fields: (t) => ({
-      edges: t.field({ type: [LedgerEntryEdgeRef], resolve: (page) => page.entries }),
-      pageInfo: t.field({ type: PageInfoRef, resolve: (page) => page }),
-    }),
-  });
 
 const BalanceAdjustmentRef = builder.objectRef<BalanceAdjustment>("BalanceAdjustment").implement({
   description: "A manual credit or debit, posted to the ledger and audited.",
@@ -129,30 +107,60 @@ const AdjustBalanceInput = builder.inputType("AdjustBalanceInput", {
 builder.mutationField("adjustBalance", (t) =>
   t.field({
     type: BalanceAdjustmentRef,
-    description: "Credits or debits an account by hand, against system:adjustments.",
-    errors: { types: [InvalidInputError, NotFoundError] },
+    description: "Credits or debits an account by hand, against system:adjustments " +
+      "(operators only).",
+    errors: { types: [InvalidInputError, NotFoundError, ForbiddenError] },
     args: { input: t.arg({ type: AdjustBalanceInput, required: true }) },
-    resolve: (_root, { input }, ctx) => adjustBalance(ctx.db, input, { audit: auditMeta(ctx) }),
+    resolve: (_root, { input }, ctx) =>
+      adjustBalance(ctx.db, input, { actor: ctx.actor, audit: auditMeta(ctx) }),
   }));
 
 builder.queryField("ledgerEntries", (t) =>
+  t.connection(
+    {
+      type: LedgerEntryRef,
+      description: "The entries of an account's own book, newest first (first/last 1..500, " +
+        "default 50): its statement, for the account's viewers and up. Each read is audited.",
+      args: { accountId: t.arg.id({ required: true }) },
+      resolve: (_root, args, ctx) =>
+        keysetConnection(
+          args,
+          { defaultSize: 50, maxSize: 500 },
+          ledgerEntryCursor,
+          (page) =>
+            listLedgerEntries(ctx.db, args.accountId, page, {
+              actor: ctx.actor,
+              audit: auditMeta(ctx),
+            }),
+        ),
+    },
+    { name: "LedgerEntryConnection" },
+    { name: "LedgerEntryEdge" },
+  ));
+
+builder.queryField("ledgerReconciliation", (t) =>
   t.field({
-    type: LedgerEntryConnectionRef,
-    description: "The entries of an account's own book, newest first: first 1..500 " +
-      "(default 50), after a cursor from an earlier page.",
-    args: { accountId: t.arg.id({ required: true }), first: t.arg.int(), after: t.arg.string() },
-    resolve: async (_root, args, ctx) => {
+    type: LedgerReconciliationRef,
+    description: "Checks every account's cached balance against its ledger entries " +
+      "(operators only).",
+    resolve: async (_root, _args, ctx) => {
       try {
-        return await listLedgerEntries(ctx.db, args);
+        return await reconcileLedger(ctx.db, { actor: ctx.actor });
       } catch (error) {
         throw toGraphQLError(error);
       }
     },
   }));
 
-builder.queryField("ledgerReconciliation", (t) =>
-  t.field({
-    type: LedgerReconciliationRef,
-    description: "Checks every account's cached balance against its ledger entries.",
-    resolve: (_root, _args, ctx) => reconcileLedger(ctx.db),
-  }));
+builder.objectFields(AccountRef, (t) => ({
+  reserved: t.expose("reserved", {
+    type: "Money",
+    description: "The part of the balance gateway replicas have leased to admit requests " +
+      "with; what they do not spend goes back to the balance.",
+  }),
+  available: t.field({
+    type: "Money",
+    description: "balance - reserved: the part of the balance no gateway replica holds.",
+    resolve: (account) => account.balance - account.reserved,
+  }),
+}));

@@ -1,7 +1,18 @@
-/** Models: public names mapped to a provider's upstream model, with prices. */
-import { InvalidInputError, NotFoundError } from "../../errors.ts";
-import { listModels, type ModelWithProvider, upsertModel } from "../../services/models.ts";
+/**
+ * Models: public names mapped to a provider's upstream model, with prices.
+ * Everyone may list them and their prices (a console shows them, and a
+ * customer bringing its own key needs the upstream name it will be billed
+ * for); only operators change them.
+ */
+import { ForbiddenError, InvalidInputError, NotFoundError } from "../../errors.ts";
+import {
+  listModels,
+  modelCursor,
+  type ModelWithProvider,
+  upsertModel,
+} from "../../services/models.ts";
 import { auditMeta, builder } from "../builder.ts";
+import { keysetConnection } from "../connections.ts";
 import { ProviderRef } from "./provider.ts";
 
 export const ModelStatusEnum = builder.enumType("ModelStatus", {
@@ -41,17 +52,29 @@ const UpsertModelInput = builder.inputType("UpsertModelInput", {
 });
 
 builder.queryField("models", (t) =>
-  t.field({
-    type: [ModelRef],
-    description: "Every model, by name.",
-    resolve: (_root, _args, ctx) => listModels(ctx.db),
-  }));
+  t.connection(
+    {
+      type: ModelRef,
+      description: "The models and their prices, by name (first/last 1..200, default 100).",
+      resolve: (_root, args, ctx) =>
+        keysetConnection(
+          args,
+          { defaultSize: 100, maxSize: 200 },
+          modelCursor,
+          (page) => listModels(ctx.db, page),
+        ),
+    },
+    { name: "ModelConnection" },
+    { name: "ModelEdge" },
+  ));
 
 builder.mutationField("upsertModel", (t) =>
   t.field({
     type: ModelRef,
-    description: "Creates the model called name, or updates it.",
-    errors: { types: [InvalidInputError, NotFoundError] },
+    description: "Creates the model called name, or updates it (operators only). Gateways " +
+      "serve it, at its prices, once notified.",
+    errors: { types: [InvalidInputError, NotFoundError, ForbiddenError] },
     args: { input: t.arg({ type: UpsertModelInput, required: true }) },
-    resolve: (_root, { input }, ctx) => upsertModel(ctx.db, input, { audit: auditMeta(ctx) }),
+    resolve: (_root, { input }, ctx) =>
+      upsertModel(ctx.db, input, { actor: ctx.actor, audit: auditMeta(ctx) }),
   }));

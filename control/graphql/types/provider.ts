@@ -1,14 +1,29 @@
-/** Upstream providers. Their credentials go in and never come out. */
+/**
+ * Upstream providers. Their credentials go in and never come out. Anyone
+ * signed in may list them (a customer picks one to store its own key for);
+ * their configuration (URLs, whether a credential is set) reads null except
+ * to operators, who alone may change it.
+ */
 import type { Provider } from "../../../schema/database.ts";
 import { isProviderPreset, PROVIDER_PRESET_NAMES } from "../../../schema/provider_presets.ts";
-import { InvalidInputError } from "../../errors.ts";
+import { isOperator } from "../../access.ts";
+import { ForbiddenError, InvalidInputError } from "../../errors.ts";
 import {
   effectiveBaseUrl,
   listProviders,
   PROVIDER_KINDS,
+  providerCursor,
   upsertProvider,
 } from "../../services/providers.ts";
-import { auditMeta, builder } from "../builder.ts";
+import { auditMeta, builder, type Context } from "../builder.ts";
+import { keysetConnection } from "../connections.ts";
+
+/** A configuration field's value for operators, null for everyone else. */
+function forOperators<T>(ctx: Context, value: () => T): T | null {
+  return isOperator(ctx.actor) ? value() : null;
+}
+
+const OPERATORS_ONLY = "Null unless the caller is an operator.";
 
 export const ProviderKindEnum = builder.enumType("ProviderKind", { values: PROVIDER_KINDS });
 export const ProviderPresetEnum = builder.enumType("ProviderPreset", {
@@ -22,9 +37,11 @@ export const ProviderRef = builder.objectRef<Provider>("Provider").implement({
     id: t.exposeID("id"),
     name: t.exposeString("name"),
     kind: t.expose("kind", { type: ProviderKindEnum }),
-    baseUrl: t.exposeString("base_url", {
+    baseUrl: t.string({
       nullable: true,
-      description: "The base URL as configured; null uses the preset's or the kind's default.",
+      description: "The base URL as configured; null uses the preset's or the kind's default. " +
+        OPERATORS_ONLY,
+      resolve: (p, _args, ctx) => forOperators(ctx, () => p.base_url),
     }),
     preset: t.field({
       type: ProviderPresetEnum,
@@ -34,11 +51,19 @@ export const ProviderRef = builder.objectRef<Provider>("Provider").implement({
     effectiveBaseUrl: t.string({
       nullable: true,
       description: "The base URL the gateway calls: baseUrl, else the preset's, else the " +
-        "kind's default (Anthropic's API for anthropic); null for mock.",
-      resolve: (p) => effectiveBaseUrl(p),
+        "kind's default (Anthropic's API for anthropic); null for mock. " + OPERATORS_ONLY,
+      resolve: (p, _args, ctx) => forOperators(ctx, () => effectiveBaseUrl(p)),
     }),
-    hasCredential: t.boolean({ resolve: (p) => p.credential_ciphertext !== null }),
-    credentialLast4: t.exposeString("credential_last4", { nullable: true }),
+    hasCredential: t.boolean({
+      nullable: true,
+      description: "Whether the operator's credential for it is set. " + OPERATORS_ONLY,
+      resolve: (p, _args, ctx) => forOperators(ctx, () => p.credential_ciphertext !== null),
+    }),
+    credentialLast4: t.string({
+      nullable: true,
+      description: OPERATORS_ONLY,
+      resolve: (p, _args, ctx) => forOperators(ctx, () => p.credential_last4),
+    }),
     updatedAt: t.expose("updated_at", { type: "DateTime" }),
   }),
 });
@@ -63,18 +88,28 @@ const UpsertProviderInput = builder.inputType("UpsertProviderInput", {
 });
 
 builder.queryField("providers", (t) =>
-  t.field({
-    type: [ProviderRef],
-    description: "Every provider, by name.",
-    resolve: (_root, _args, ctx) => listProviders(ctx.db),
-  }));
+  t.connection(
+    {
+      type: ProviderRef,
+      description: "The providers, by name (first/last 1..200, default 100).",
+      resolve: (_root, args, ctx) =>
+        keysetConnection(
+          args,
+          { defaultSize: 100, maxSize: 200 },
+          providerCursor,
+          (page) => listProviders(ctx.db, page),
+        ),
+    },
+    { name: "ProviderConnection" },
+    { name: "ProviderEdge" },
+  ));
 
 builder.mutationField("upsertProvider", (t) =>
   t.field({
     type: ProviderRef,
-    description: "Creates the provider called name, or updates it.",
-    errors: { types: [InvalidInputError] },
+    description: "Creates the provider called name, or updates it (operators only).",
+    errors: { types: [InvalidInputError, ForbiddenError] },
     args: { input: t.arg({ type: UpsertProviderInput, required: true }) },
     resolve: (_root, { input }, ctx) =>
-      upsertProvider(ctx.db, input, { keys: ctx.keys, audit: auditMeta(ctx) }),
+      upsertProvider(ctx.db, input, { keys: ctx.keys, actor: ctx.actor, audit: auditMeta(ctx) }),
   }));

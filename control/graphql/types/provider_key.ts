@@ -1,17 +1,19 @@
 /** Customers' own provider keys (BYOK): they go in and only their last 4 come out. */
 import type { CustomerProviderKey } from "../../../schema/database.ts";
-import { InvalidInputError, NotFoundError } from "../../errors.ts";
+import { ForbiddenError, InvalidInputError, NotFoundError } from "../../errors.ts";
 import {
   deleteProviderKey,
   listProviderKeys,
   MAX_PROVIDER_KEY_LENGTH,
   MIN_PROVIDER_KEY_LENGTH,
+  providerKeyCursor,
   rewrapProviderKeys,
   type RewrapResult,
   setProviderKey,
   UnreadableProviderKeyError,
 } from "../../services/provider_keys.ts";
 import { auditMeta, builder } from "../builder.ts";
+import { keysetConnection } from "../connections.ts";
 import { ErrorInterface } from "./errors.ts";
 
 builder.objectType(UnreadableProviderKeyError, {
@@ -64,30 +66,47 @@ const DeleteProviderKeyInput = builder.inputType("DeleteProviderKeyInput", {
 });
 
 builder.queryField("providerKeys", (t) =>
-  t.field({
-    type: [ProviderKeyRef],
-    description: "An account's provider keys, oldest first.",
-    args: { accountId: t.arg.id({ required: true }) },
-    resolve: (_root, { accountId }, ctx) => listProviderKeys(ctx.db, accountId),
-  }));
+  t.connection(
+    {
+      type: ProviderKeyRef,
+      description: "An account's provider keys, oldest first (first/last 1..200, default 50), " +
+        "for its viewers and up.",
+      args: { accountId: t.arg.id({ required: true }) },
+      resolve: (_root, args, ctx) =>
+        keysetConnection(
+          args,
+          { defaultSize: 50, maxSize: 200 },
+          providerKeyCursor,
+          (page) => listProviderKeys(ctx.db, args.accountId, page, { actor: ctx.actor }),
+        ),
+    },
+    { name: "ProviderKeyConnection" },
+    { name: "ProviderKeyEdge" },
+  ));
 
 builder.mutationField("setProviderKey", (t) =>
   t.field({
     type: ProviderKeyRef,
-    description: "Stores an account's key for a provider, replacing the one it had.",
-    errors: { types: [InvalidInputError, NotFoundError] },
+    description: "Stores an account's key for a provider, replacing the one it had. Admins " +
+      "and owners of the account.",
+    errors: { types: [InvalidInputError, NotFoundError, ForbiddenError] },
     args: { input: t.arg({ type: SetProviderKeyInput, required: true }) },
     resolve: (_root, { input }, ctx) =>
-      setProviderKey(ctx.db, input, { keyring: ctx.keys.keyring, audit: auditMeta(ctx) }),
+      setProviderKey(ctx.db, input, {
+        actor: ctx.actor,
+        keyring: ctx.keys.keyring,
+        audit: auditMeta(ctx),
+      }),
   }));
 
 builder.mutationField("deleteProviderKey", (t) =>
   t.field({
     type: ProviderKeyRef,
-    description: "Deletes a provider key and returns it.",
-    errors: { types: [NotFoundError] },
+    description: "Deletes a provider key and returns it. Admins and owners of its account.",
+    errors: { types: [NotFoundError, ForbiddenError] },
     args: { input: t.arg({ type: DeleteProviderKeyInput, required: true }) },
-    resolve: (_root, { input }, ctx) => deleteProviderKey(ctx.db, input, { audit: auditMeta(ctx) }),
+    resolve: (_root, { input }, ctx) =>
+      deleteProviderKey(ctx.db, input, { actor: ctx.actor, audit: auditMeta(ctx) }),
   }));
 
 builder.mutationField("rewrapProviderKeys", (t) =>
@@ -95,8 +114,13 @@ builder.mutationField("rewrapProviderKeys", (t) =>
     type: RewrapResultRef,
     description: "Re-wraps every provider key under the current key-encryption key and " +
       "says how many moved (keys already under it are left alone). The rotation: set the " +
-      "new TOLLGATE_KEK with the old one in TOLLGATE_KEK_PREVIOUS, run this, then drop the old.",
-    errors: { types: [UnreadableProviderKeyError] },
+      "new TOLLGATE_KEK with the old one in TOLLGATE_KEK_PREVIOUS, run this, then drop the old. " +
+      "Operators only.",
+    errors: { types: [UnreadableProviderKeyError, ForbiddenError] },
     resolve: (_root, _args, ctx) =>
-      rewrapProviderKeys(ctx.db, { keyring: ctx.keys.keyring, audit: auditMeta(ctx) }),
+      rewrapProviderKeys(ctx.db, {
+        actor: ctx.actor,
+        keyring: ctx.keys.keyring,
+        audit: auditMeta(ctx),
+      }),
   }));

@@ -1,6 +1,6 @@
-/** Routes: model aliases that stand for an ordered list of models. */
+/** Routes: model aliases that stand for an ordered list of models. Operators only. */
 import type { Route } from "../../../schema/database.ts";
-import { InvalidInputError, NotFoundError } from "../../errors.ts";
+import { ForbiddenError, InvalidInputError, NotFoundError } from "../../errors.ts";
 import {
   deleteRoute,
   listRoutes,
@@ -8,10 +8,12 @@ import {
   MAX_ROUTE_TIMEOUT_MS,
   ROUTE_STATUSES,
   ROUTE_STRATEGIES,
+  routeCursor,
   UnknownModelsError,
   upsertRoute,
 } from "../../services/routes.ts";
 import { auditMeta, builder } from "../builder.ts";
+import { keysetConnection } from "../connections.ts";
 import { ErrorInterface } from "./errors.ts";
 
 export const RouteStrategyEnum = builder.enumType("RouteStrategy", {
@@ -74,26 +76,40 @@ const DeleteRouteInput = builder.inputType("DeleteRouteInput", {
 });
 
 builder.queryField("routes", (t) =>
-  t.field({
-    type: [RouteRef],
-    description: "Every route, by name.",
-    resolve: (_root, _args, ctx) => listRoutes(ctx.db),
-  }));
+  t.connection(
+    {
+      type: RouteRef,
+      description: "The routes, by name (first/last 1..200, default 100; operators only).",
+      resolve: (_root, args, ctx) =>
+        keysetConnection(
+          args,
+          { defaultSize: 100, maxSize: 200 },
+          routeCursor,
+          (page) => listRoutes(ctx.db, page, { actor: ctx.actor }),
+        ),
+    },
+    { name: "RouteConnection" },
+    { name: "RouteEdge" },
+  ));
 
 builder.mutationField("upsertRoute", (t) =>
   t.field({
     type: RouteRef,
-    description: "Creates the route called name, or updates it.",
-    errors: { types: [InvalidInputError, UnknownModelsError] },
+    description: "Creates the route called name, or updates it (operators only); gateways " +
+      "follow it once notified.",
+    errors: { types: [InvalidInputError, UnknownModelsError, ForbiddenError] },
     args: { input: t.arg({ type: UpsertRouteInput, required: true }) },
-    resolve: (_root, { input }, ctx) => upsertRoute(ctx.db, input, { audit: auditMeta(ctx) }),
+    resolve: (_root, { input }, ctx) =>
+      upsertRoute(ctx.db, input, { actor: ctx.actor, audit: auditMeta(ctx) }),
   }));
 
 builder.mutationField("deleteRoute", (t) =>
   t.field({
     type: RouteRef,
-    description: "Deletes the route called name and returns it; gateways drop it when notified.",
-    errors: { types: [InvalidInputError, NotFoundError] },
+    description: "Deletes the route called name and returns it (operators only); gateways " +
+      "drop it when notified.",
+    errors: { types: [InvalidInputError, NotFoundError, ForbiddenError] },
     args: { input: t.arg({ type: DeleteRouteInput, required: true }) },
-    resolve: (_root, { input }, ctx) => deleteRoute(ctx.db, input, { audit: auditMeta(ctx) }),
+    resolve: (_root, { input }, ctx) =>
+      deleteRoute(ctx.db, input, { actor: ctx.actor, audit: auditMeta(ctx) }),
   }));
