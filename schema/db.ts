@@ -3,9 +3,9 @@
  * embedded PGlite in a data folder. Both return int8 as bigint, and both can
  * LISTEN, so the planes never care which one they run on.
  */
-import { Kysely } from "kysely";
+import { CompiledQuery, type DatabaseConnection, type Driver, Kysely } from "kysely";
 import { PGliteDialect } from "kysely-pglite-dialect";
-import { PostgresJSDialect } from "kysely-postgres-js";
+import { PostgresJSDialect, PostgresJSDriver } from "kysely-postgres-js";
 import postgres from "postgres";
 import type { PGlite } from "@electric-sql/pglite";
 import type { Database } from "./database.ts";
@@ -50,8 +50,13 @@ function createPostgresDb(url: string, max: number): Db {
     types: { bigint: postgres.BigInt },
     onnotice: () => {},
     connection: { application_name: "tollgate" },
+    // Seconds before a closed connection may reconnect. The default grows
+    // with every failed attempt across the pool up to 20 s, so a
+    // Postgres that was away for a few seconds stayed unused for that long
+    // after it came back. The writers retry on their own schedule.
+    backoff: (retries) => Math.min(0.05 * 2 ** retries, 1),
   });
-  const db = new Kysely<Database>({ dialect: new PostgresJSDialect({ postgres: sql }) });
+  const db = new Kysely<Database>({ dialect: new PostgresJSDbDialect({ postgres: sql }) });
   return {
     db,
     kind: "postgres",
@@ -63,6 +68,29 @@ function createPostgresDb(url: string, max: number): Db {
       await db.destroy();
     },
   };
+}
+
+/**
+ * Kysely 0.29's Postgres driver marks a connection whose ROLLBACK failed for
+ * discard through a method only its own `pg` connections have, so with
+ * Postgres.js a rollback on a lost connection threw a TypeError that hid the
+ * real error. Postgres.js retires a lost connection by itself.
+ */
+class PostgresJSDbDriver extends PostgresJSDriver {
+  override async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw("rollback"));
+  }
+}
+
+class PostgresJSDbDialect extends PostgresJSDialect {
+  readonly #config: ConstructorParameters<typeof PostgresJSDialect>[0];
+  constructor(config: ConstructorParameters<typeof PostgresJSDialect>[0]) {
+    super(config);
+    this.#config = config;
+  }
+  override createDriver(): Driver {
+    return new PostgresJSDbDriver(this.#config);
+  }
 }
 
 async function createPgliteDb(dataDir: string): Promise<Db> {

@@ -254,6 +254,15 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
   }
 
   function nextWrite(fn) {
+    // Tollgate patch 1 (porsager/postgres#1154, #1208): the socket may be
+    // gone by the time a buffered write runs. Settle what waits on it
+    // instead of throwing from a timer, which would end the process.
+    if (!socket) {
+      nextWriteTimer !== null && clearImmediate(nextWriteTimer)
+      chunk = nextWriteTimer = null
+      error(Errors.connection('CONNECTION_CLOSED', options))
+      return false
+    }
     const x = socket.write(chunk, fn)
     nextWriteTimer !== null && clearImmediate(nextWriteTimer)
     chunk = nextWriteTimer = null
@@ -440,6 +449,10 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
     remaining = 0
     incomings = null
     clearImmediate(nextWriteTimer)
+    // Tollgate patch 2: bytes buffered for the old socket must not reach the
+    // next one, and a stale timer id would stop the next small write (the
+    // startup message) from ever being flushed.
+    chunk = nextWriteTimer = null
     socket.removeListener('data', data)
     socket.removeListener('connect', connected)
     idleTimer.cancel()
@@ -453,6 +466,10 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
       return reconnect()
 
     !hadError && (query || sent.length) && error(Errors.connection('CONNECTION_CLOSED', options, socket))
+    // Tollgate patch 5: the query was rejected above (or by the socket's
+    // error). Left set, it made end() wait forever for a closed connection
+    // to finish it, so sql.end() never returned after an outage.
+    query = null
     closedTime = performance.now()
     hadError && options.shared.retries++
     delay = (typeof backoff === 'function' ? backoff(options.shared.retries) : backoff) * 1000

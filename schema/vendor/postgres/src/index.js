@@ -207,19 +207,31 @@ function Postgres(a, b) {
     const c = open.length
       ? open.shift()
       : await new Promise((resolve, reject) => {
-        const query = { reserve: resolve, reject }
+        // Tollgate patch 4: a reservation also waits in `queries`. When the
+        // connection opened for it fails, take it out, or the next connection
+        // to open is handed to a reservation nobody waits for and is lost to
+        // the pool.
+        const query = { reserve: resolve, reject: (err) => (queries.remove(query), reject(err)) }
         queries.push(query)
         closed.length && connect(closed.shift(), query)
       })
 
     move(c, reserved)
-    c.reserved = () => queue.length
+    const pinned = c.reserved = () => queue.length
       ? c.execute(queue.shift())
       : move(c, reserved)
     c.reserved.release = true
 
+    // Tollgate patch 3 (porsager/postgres#1208): when the connection closes,
+    // onclose() unpins it and the pool may reconnect it for someone else.
+    // The reservation is then lost: its queries fail as closed instead of
+    // being written to a missing socket or to another caller's connection,
+    // and release() leaves the connection to the pool instead of marking a
+    // closed one open.
     const sql = Sql(handler)
     sql.release = () => {
+      if (c.reserved !== pinned)
+        return
       c.reserved = null
       onopen(c)
     }
@@ -227,6 +239,11 @@ function Postgres(a, b) {
     return sql
 
     function handler(q) {
+      if (c.reserved !== pinned) {
+        while (queue.length)
+          queue.shift().reject(Errors.connection('CONNECTION_CLOSED', options))
+        return q.reject(Errors.connection('CONNECTION_CLOSED', options))
+      }
       c.queue === full
         ? queue.push(q)
         : c.execute(q) || move(c, full)
