@@ -60,7 +60,7 @@ export interface UsageQueueOptions {
   /**
    * A write not settled by then counts as failed and is retried (an insert is
    * idempotent); a connection lost without a reset can hang a query for
-   * minutes. Default 30 s.
+   * minutes. Default 10 s: a batch is a few hundred rows in one transaction.
    */
   writeTimeoutMs?: number;
   /** Events the database refuses for their content; by default each is logged whole. */
@@ -75,8 +75,8 @@ interface Pending {
   segment?: SpoolSegment;
 }
 
-const MAX_BACKOFF_MS = 30_000;
-const DEFAULT_WRITE_TIMEOUT_MS = 30_000;
+const MAX_BACKOFF_MS = 5_000;
+const DEFAULT_WRITE_TIMEOUT_MS = 10_000;
 
 export function createUsageQueue(db: Kysely<Database>, options: UsageQueueOptions): UsageQueue {
   const log = options.log ?? ((message, error) => console.error(message, error ?? ""));
@@ -189,7 +189,9 @@ export function createUsageQueue(db: Kysely<Database>, options: UsageQueueOption
   const usage: UsageQueue = {
     push(event) {
       keep(event);
-      if (queue.length + spilled >= options.batchSize) void drain(false);
+      // After a failed write the retry timer decides when to try again: a
+      // full batch must not turn every answer into another attempt.
+      if (queue.length + spilled >= options.batchSize && failures === 0) void drain(false);
       else schedule(options.flushMs);
     },
     async flush() {
