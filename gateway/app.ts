@@ -11,6 +11,7 @@ import { asGatewayError, GatewayError, renderAnthropicError, renderError } from 
 import type { UsageSink } from "./metering/usage_queue.ts";
 import type { Policy } from "./policy/snapshot.ts";
 import { createProviderRegistry } from "./providers/mod.ts";
+import type { UpstreamFetch } from "./providers/provider.ts";
 import { chatCompletions } from "./routes/chat_completions.ts";
 import { completions } from "./routes/completions.ts";
 import type { Billing, RequestContext, RouteDeps } from "./routes/context.ts";
@@ -39,7 +40,7 @@ export interface AppDeps {
     /** Peers whose X-Forwarded-For is believed for IP allowlists; default none. */
     trustedProxies?: readonly IpRange[];
   };
-  fetch?: typeof fetch;
+  fetch?: UpstreamFetch;
   /** Wall clock (ms since epoch) and monotonic clock (ms); fakes in tests. */
   clock?: { now(): number; monotonic(): number };
   log?: (message: string, error?: unknown) => void;

@@ -39,6 +39,7 @@ const gatewayEnv = z.object({
     .transform((v) => v === "always" ? v : Number(v)).default(100),
   TOLLGATE_DRAIN_TIMEOUT_MS: z.coerce.number().int().min(0).default(10_000),
   TOLLGATE_MOCK_PROVIDER: flag(true),
+  TOLLGATE_UPSTREAM_CLIENT: z.enum(["pool", "fetch"]).optional(),
   TOLLGATE_TRUSTED_PROXIES: z.string().default("").transform((text, ctx) => {
     const ranges: IpRange[] = [];
     for (const item of text.split(",").map((s) => s.trim()).filter(Boolean)) {
@@ -81,7 +82,15 @@ export interface GatewayConfig extends SharedConfig {
    * IP allowlist is checked; empty: only the socket peer's address counts.
    */
   trustedProxies: readonly IpRange[];
+  /**
+   * How upstream calls go out: "pool", Tollgate's HTTP/1.1 keep-alive client
+   * (providers/http/), or "fetch", which honours HTTP_PROXY, HTTPS_PROXY and
+   * NO_PROXY. The default is "fetch" when one of those is set, else "pool".
+   */
+  upstreamClient: "pool" | "fetch";
 }
+
+const PROXY_VARIABLES = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"];
 
 export function loadConfig(env: Record<string, string | undefined>): Readonly<GatewayConfig> {
   const e = parseEnv(gatewayEnv, env);
@@ -109,5 +118,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Ga
     seedMockProvider: e.TOLLGATE_MOCK_PROVIDER && !shared.databaseUrl,
     billing: billingConfig(e),
     trustedProxies: Object.freeze(e.TOLLGATE_TRUSTED_PROXIES),
+    upstreamClient: e.TOLLGATE_UPSTREAM_CLIENT ??
+      (PROXY_VARIABLES.some((name) => env[name] || env[name.toLowerCase()]) ? "fetch" : "pool"),
   });
 }

@@ -22,6 +22,8 @@ import { openSpool } from "./metering/spool.ts";
 import { replaySpool, setAside } from "./metering/spool_replay.ts";
 import { createUsageQueue, type UsageQueue } from "./metering/usage_queue.ts";
 import { createPolicy, type Policy } from "./policy/snapshot.ts";
+import { createUpstreamClient } from "./providers/http/client.ts";
+import type { UpstreamFetch } from "./providers/provider.ts";
 
 /** A lease grows by at most 10 USD at once (unless one request needs more). */
 const ALLOWANCE_MAX_GROWTH = 1_000_000_000n;
@@ -55,6 +57,7 @@ export interface GatewayDeps {
         | "drainTimeoutMs"
         | "billing"
         | "trustedProxies"
+        | "upstreamClient"
       >
     >
     & Pick<
@@ -68,7 +71,7 @@ export interface GatewayDeps {
       | "usageFlushMs"
       | "usageBatchSize"
     >;
-  fetch?: typeof fetch;
+  fetch?: UpstreamFetch;
   log?: (message: string, error?: unknown) => void;
 }
 
@@ -142,6 +145,9 @@ export async function startGateway(deps: GatewayDeps): Promise<GatewayServer> {
   // Every upstream attempt's deadline: at a shutdown's drain deadline they all
   // expire at once, and every upstream call still open ends.
   const deadlines = createDeadlines();
+  // Upstream calls go through the pooled HTTP/1.1 client unless a test passes its own fetch,
+  // or the operator's proxy settings (HTTP_PROXY and the like) call for fetch, which honours them.
+  const upstream = deps.fetch || config.upstreamClient === "fetch" ? null : createUpstreamClient();
   const app = createApp({
     policy,
     usage,
@@ -156,7 +162,7 @@ export async function startGateway(deps: GatewayDeps): Promise<GatewayServer> {
     deadlines,
     hashingKey: deps.keys.hashing,
     config,
-    fetch: deps.fetch,
+    fetch: deps.fetch ?? upstream?.fetch,
     log: deps.log,
   });
   // A non-streamed answer leaves once its usage event is in the spool file.
@@ -204,6 +210,7 @@ export async function startGateway(deps: GatewayDeps): Promise<GatewayServer> {
       await allowances.close();
       await pools.close();
       await policy.close();
+      upstream?.close();
     },
   };
 }

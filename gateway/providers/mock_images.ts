@@ -9,6 +9,7 @@
 import { countTokens } from "../metering/tokens.ts";
 import { eventStream, sseEvent } from "./mock_text.ts";
 import type { UpstreamCall, UpstreamReply } from "./provider.ts";
+import { concatBytes } from "../streaming/bytes.ts";
 
 const SIDE = 16;
 /** gpt-image-1's output tokens for a low-quality 1024×1024 image. */
@@ -95,7 +96,7 @@ export async function png(seedText: string): Promise<Uint8Array> {
   view.setUint32(4, SIDE);
   header.set([8, 2, 0, 0, 0], 8); // bit depth 8, colour type RGB, deflate, no filter, no interlace
   const idat = await deflate(rows);
-  return concat([
+  return concatBytes([
     new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
     chunk("IHDR", header),
     chunk("IDAT", idat),
@@ -104,7 +105,7 @@ export async function png(seedText: string): Promise<Uint8Array> {
 }
 
 function chunk(type: string, data: Uint8Array): Uint8Array {
-  const typed = concat([new TextEncoder().encode(type), data]);
+  const typed = concatBytes([new TextEncoder().encode(type), data]);
   const out = new Uint8Array(4 + typed.length + 4);
   const view = new DataView(out.buffer);
   view.setUint32(0, data.length);
@@ -131,16 +132,6 @@ function crc32(data: Uint8Array): number {
   let crc = 0xffffffff;
   for (const byte of data) crc = crcTable[(crc ^ byte) & 0xff]! ^ (crc >>> 8);
   return (crc ^ 0xffffffff) >>> 0;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((size, part) => size + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }
 
 function base64(bytes: Uint8Array): string {

@@ -14,6 +14,7 @@ import {
   type ProviderDeps,
   type UpstreamCall,
   type UpstreamReply,
+  type UpstreamResponse,
 } from "./provider.ts";
 import { fixChatJson } from "./quirks/json.ts";
 import { applyRequestQuirks } from "./quirks/request.ts";
@@ -40,7 +41,7 @@ export function createOpenAICompatProvider(config: ProviderPolicy, deps: Provide
     // Messages are Anthropic's dialect: the route translates them to chat.
     supports: (op) => op !== "messages" && (preset ? preset.operations.includes(op) : true),
     async send(call: UpstreamCall): Promise<UpstreamReply> {
-      let response: Response;
+      let response: UpstreamResponse;
       try {
         response = await deps.fetch(base + OPERATION_PATHS[call.op], {
           method: "POST",

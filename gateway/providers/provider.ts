@@ -44,6 +44,18 @@ export interface Provider {
   send(call: UpstreamCall): Promise<UpstreamReply>;
 }
 
+/**
+ * What adapters read of an upstream's answer: fetch's Response has it all,
+ * and so does the pooled client's lighter answer (http/answer.ts).
+ */
+export type UpstreamResponse = Pick<
+  Response,
+  "ok" | "status" | "headers" | "body" | "text" | "json"
+>;
+
+/** How adapters call upstreams: fetch, or anything taking the same arguments. */
+export type UpstreamFetch = (url: string, init: RequestInit) => Promise<UpstreamResponse>;
+
 export interface ProviderDeps {
-  fetch: typeof fetch;
+  fetch: UpstreamFetch;
 }

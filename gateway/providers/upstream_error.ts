@@ -1,5 +1,6 @@
 /** Maps an upstream's failure (HTTP status or network error) to a GatewayError. */
 import { GatewayError } from "../errors.ts";
+import type { UpstreamResponse } from "./provider.ts";
 
 const MAX_ERROR_BODY = 8 * 1024;
 
@@ -8,7 +9,7 @@ const MAX_ERROR_BODY = 8 * 1024;
  * so a refusal is the caller's to fix, not the operator's.
  */
 export async function upstreamHttpError(
-  response: Response,
+  response: UpstreamResponse,
   provider: string,
   byok = false,
 ): Promise<GatewayError> {
@@ -85,7 +86,7 @@ function suffix(detail: string | null): string {
   return detail ? `: ${detail}` : ".";
 }
 
-async function readErrorMessage(response: Response): Promise<string | null> {
+async function readErrorMessage(response: UpstreamResponse): Promise<string | null> {
   try {
     const text = (await response.text()).slice(0, MAX_ERROR_BODY);
     try {

@@ -28,7 +28,22 @@ Deno.test("the gateway listens on 127.0.0.1:8080 with the embedded database and 
     drainTimeoutMs: 10_000,
     seedMockProvider: true,
     trustedProxies: [],
+    upstreamClient: "pool",
   });
+});
+
+Deno.test("upstream calls use fetch when a proxy is configured, or when told to", () => {
+  for (const name of ["HTTPS_PROXY", "http_proxy", "ALL_PROXY"]) {
+    assert.equal(loadConfig({ [name]: "http://proxy.internal:3128" }).upstreamClient, "fetch");
+  }
+  assert.equal(loadConfig({ TOLLGATE_UPSTREAM_CLIENT: "fetch" }).upstreamClient, "fetch");
+  assert.equal(
+    loadConfig({ TOLLGATE_UPSTREAM_CLIENT: "pool", HTTPS_PROXY: "http://p:1" }).upstreamClient,
+    "pool",
+  );
+  assert.deepEqual(namedVariables(configErrorFor({ TOLLGATE_UPSTREAM_CLIENT: "curl" })), [
+    "TOLLGATE_UPSTREAM_CLIENT",
+  ]);
 });
 
 Deno.test("the usage spool and the drain on shutdown are read from the environment", () => {

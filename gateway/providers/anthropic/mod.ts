@@ -13,7 +13,13 @@
 import { ANTHROPIC_BASE_URL } from "../../../schema/provider_presets.ts";
 import { GatewayError } from "../../errors.ts";
 import type { ProviderPolicy } from "../../policy/snapshot.ts";
-import type { Provider, ProviderDeps, UpstreamCall, UpstreamReply } from "../provider.ts";
+import type {
+  Provider,
+  ProviderDeps,
+  UpstreamCall,
+  UpstreamReply,
+  UpstreamResponse,
+} from "../provider.ts";
 import { upstreamHttpError, upstreamNetworkError } from "../upstream_error.ts";
 import { malformedReply } from "./errors.ts";
 import { toMessagesRequest } from "./request.ts";
@@ -42,8 +48,8 @@ export function createAnthropicProvider(config: ProviderPolicy, deps: ProviderDe
     call: UpstreamCall,
     body: unknown,
     sent: Record<string, string>,
-  ): Promise<Response> {
-    let response: Response;
+  ): Promise<UpstreamResponse> {
+    let response: UpstreamResponse;
     try {
       response = await deps.fetch(url, {
         method: "POST",
