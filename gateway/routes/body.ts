@@ -1,19 +1,21 @@
 /** Reads and validates a JSON request body, refusing oversized ones early. */
 import type { z } from "zod";
 import { GatewayError } from "../errors.ts";
+import { concatBytes } from "../streaming/bytes.ts";
 
 /** Reads at most `maxBytes`; a larger body gets 413 before it is read whole. */
 export async function readJsonBody(request: Request, maxBytes: number): Promise<unknown> {
   const declared = Number(request.headers.get("content-length") ?? NaN);
   if (declared > maxBytes) throw tooLarge(maxBytes);
-  if (!request.body) {
+  if (declared > 0) {
+    // The framing holds a declared body to its length: read it in one go. (Not
+    // through request.body, whose getter would build a stream for it first.)
+    return parseJson(await request.text());
+  }
+  if (declared === 0 || !request.body) {
     throw new GatewayError("invalid_json", 400, "The request has no body: send a JSON object.", {
       retryable: false,
     });
-  }
-  if (declared >= 0) {
-    // The framing holds a declared body to its length: read it in one go.
-    return parseJson(await request.text());
   }
   const reader = request.body.getReader();
   const chunks: Uint8Array[] = [];
@@ -29,7 +31,7 @@ export async function readJsonBody(request: Request, maxBytes: number): Promise<
     }
     chunks.push(value);
   }
-  const bytes = chunks.length === 1 ? chunks[0]! : concat(chunks, size);
+  const bytes = chunks.length === 1 ? chunks[0]! : concatBytes(chunks);
   return parseJson(new TextDecoder().decode(bytes));
 }
 
@@ -83,14 +85,4 @@ function tooLarge(maxBytes: number): GatewayError {
     `The request body is larger than ${maxBytes} bytes.`,
     { retryable: false },
   );
-}
-
-function concat(chunks: Uint8Array[], size: number): Uint8Array {
-  const out = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
 }

@@ -265,7 +265,16 @@ async function main(): Promise<Results> {
   const end = memoryMb(gateway.pid);
   memory.idleEndMb = end.rss;
   memory.peakMb = end.peak;
-  const usageEvents = await database.usageEvents();
+  // The queue may still be writing what the last run left: wait (up to 30 s) until it is done.
+  let usageEvents = await database.usageEvents();
+  for (
+    let waited = 0;
+    usageEvents !== null && usageEvents < gatewayRequests && waited < 30;
+    waited++
+  ) {
+    await sleep(1000);
+    usageEvents = await database.usageEvents();
+  }
   if (opts["cpu-prof"]) await gateway.stop();
 
   return {
