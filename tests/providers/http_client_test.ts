@@ -421,3 +421,30 @@ Deno.test("an answer's body reads once, whole or as a stream, as a Response's do
     },
   );
 });
+
+Deno.test("https upstreams are verified and kept alive like plain ones", async () => {
+  // A test CA and a localhost certificate it signed (tests/fixtures/tls/, valid until 2126).
+  const fixture = (name: string) =>
+    Deno.readTextFileSync(new URL(`../fixtures/tls/${name}`, import.meta.url));
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: fixture("localhost.pem"),
+    key: fixture("localhost.key"),
+    onListen: () => {},
+  }, async (request) => new Response(JSON.stringify({ got: await request.text() })));
+  const url = `https://localhost:${server.addr.port}/v1/chat/completions`;
+  const trusting = createUpstreamClient({ caCerts: [fixture("ca.pem")] });
+  const untrusting = createUpstreamClient();
+  try {
+    for (let i = 0; i < 3; i++) {
+      assert.deepEqual(await (await trusting.fetch(url, post(`${i}`))).json(), { got: `${i}` });
+    }
+    assert.equal(trusting.idle, 1);
+    await assert.rejects(untrusting.fetch(url, post("{}")), /certificate/);
+  } finally {
+    trusting.close();
+    untrusting.close();
+    await server.shutdown();
+  }
+});

@@ -37,6 +37,8 @@ export interface UpstreamClientOptions {
   bufferBytes?: number;
   /** The longest response head accepted (default 64 KiB). */
   maxHeadBytes?: number;
+  /** Certificates (PEM) trusted for TLS besides the runtime's roots and DENO_CERT. */
+  caCerts?: string[];
   /** What serves the requests this client does not (default: fetch). */
   fallback?: UpstreamFetch;
 }
@@ -131,7 +133,7 @@ export function createUpstreamClient(options: UpstreamClientOptions = {}): Upstr
     for (let attempt = 0;; attempt++) {
       // A second attempt takes a new connection: the pool may hold more that the server closed.
       const reused = attempt === 0 ? take(origin) : undefined;
-      const connection = reused ?? await connect(origin, signal);
+      const connection = reused ?? await connect(origin, { signal, caCerts: options.caCerts });
       const onAbort = () => connection.close();
       signal?.addEventListener("abort", onAbort, { once: true });
       let settled = false;

@@ -104,11 +104,24 @@ export class Connection {
   }
 }
 
-/** Opens a connection to `origin`; an abort while connecting closes it and rejects with the reason. */
-export async function connect(origin: Origin, signal?: AbortSignal | null): Promise<Connection> {
+/**
+ * Opens a connection to `origin`; an abort while connecting closes it and
+ * rejects with the reason. TLS trusts the runtime's roots (with DENO_CERT's)
+ * and `caCerts`.
+ */
+export async function connect(
+  origin: Origin,
+  options: { signal?: AbortSignal | null; caCerts?: string[] } = {},
+): Promise<Connection> {
+  const { signal, caCerts } = options;
   signal?.throwIfAborted();
   const opening = origin.tls
-    ? Deno.connectTls({ hostname: origin.hostname, port: origin.port, alpnProtocols: ["http/1.1"] })
+    ? Deno.connectTls({
+      hostname: origin.hostname,
+      port: origin.port,
+      alpnProtocols: ["http/1.1"],
+      caCerts,
+    })
     : Deno.connect({ hostname: origin.hostname, port: origin.port });
   if (!signal) return new Connection(origin, await opening);
   let onAbort: () => void = () => {};
