@@ -338,6 +338,11 @@ Deno.test("a header value with CR or LF is refused before anything is sent", asy
         }),
         TypeError,
       );
+      // A field value is bytes: a character past U+00FF has no single byte to be sent as.
+      await assert.rejects(
+        client.fetch(`${server.url}/x`, { method: "POST", headers: { "x-note": "naïve ☃" } }),
+        TypeError,
+      );
       assert.equal(server.received.length, 0);
     },
   );

@@ -138,3 +138,11 @@ Deno.test("malformed chunked coding is refused", () => {
     assert.throws(() => new ChunkedDecoder().push(bytes(body), []), TypeError, body.slice(0, 20));
   }
 });
+
+Deno.test("header bytes that are not ASCII are read one character a byte, as fetch reads them", () => {
+  const head = new Uint8Array([...bytes("HTTP/1.1 200 OK\r\nX-Name: caf"), 0xe9]);
+  assert.deepEqual(parseHead(head).headers, [["x-name", "café"]]);
+  // Bytes that happen to be valid UTF-8 are still one character each.
+  const utf8 = new Uint8Array([...bytes("HTTP/1.1 200 OK\r\nX-Name: caf"), 0xc3, 0xa9]);
+  assert.deepEqual(parseHead(utf8).headers, [["x-name", "cafÃ©"]]);
+});

@@ -19,6 +19,17 @@ export interface ResponseHead {
 }
 
 const latin1 = new TextDecoder("latin1");
+const utf8 = new TextDecoder();
+
+/**
+ * Header bytes as text, one character a byte (obs-text included). UTF-8
+ * decoding is several times faster here and gives the same text for ASCII,
+ * which is what nearly every head is; anything else is decoded as Latin-1.
+ */
+function bytesText(bytes: Uint8Array): string {
+  const text = utf8.decode(bytes);
+  return text.includes("\uFFFD") || text.length !== bytes.length ? latin1.decode(bytes) : text;
+}
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/;
 /** A field value may hold no CR, LF or NUL (RFC 9110 §5.5). */
 const BAD_VALUE = /[\r\n\0]/;
@@ -39,7 +50,7 @@ export function headEnd(bytes: Uint8Array, from = 0): number {
  * Throws a TypeError, as fetch does, for a head that is not HTTP/1.x.
  */
 export function parseHead(bytes: Uint8Array, method = "POST"): ResponseHead {
-  const lines = latin1.decode(bytes).split("\r\n");
+  const lines = bytesText(bytes).split("\r\n");
   const match = STATUS_LINE.exec(lines[0]!);
   if (!match) throw new TypeError(`Invalid HTTP response status line "${lines[0]!.slice(0, 80)}"`);
   const minor = match[1]!;
@@ -129,7 +140,7 @@ export class ChunkedDecoder {
         case Phase.Trailer: {
           const lf = input.indexOf(10, i);
           const end = lf < 0 ? input.length : lf;
-          this.#line += latin1.decode(input.subarray(i, end));
+          this.#line += bytesText(input.subarray(i, end));
           if (this.#line.length > MAX_LINE) {
             throw new TypeError("Invalid chunked body: line too long");
           }
