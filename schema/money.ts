@@ -25,16 +25,20 @@ export function parseUsd(text: string): bigint {
   return sign ? -units : units;
 }
 
+/** 10n ** n for the exponents formatUsd uses (every billed response formats two amounts). */
+const POWERS_OF_TEN = Array.from({ length: DECIMALS + 1 }, (_, n) => 10n ** BigInt(n));
+const pow10 = (n: number) => POWERS_OF_TEN[n] ?? 10n ** BigInt(n);
+
 /** Formats microcents as a USD decimal string, by default to 6 decimals (rounded half up). */
 export function formatUsd(units: bigint, decimals = 6): string {
   const negative = units < 0n;
   let abs = negative ? -units : units;
-  const drop = BigInt(DECIMALS - decimals);
-  if (drop > 0n) {
-    const scale = 10n ** drop;
+  const drop = DECIMALS - decimals;
+  if (drop > 0) {
+    const scale = pow10(drop);
     abs = (abs + scale / 2n) / scale;
   }
-  const scale = 10n ** BigInt(decimals);
+  const scale = pow10(decimals);
   const whole = abs / scale;
   const fraction = decimals > 0 ? "." + (abs % scale).toString().padStart(decimals, "0") : "";
   return `${negative && abs !== 0n ? "-" : ""}${whole}${fraction}`;

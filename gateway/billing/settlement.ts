@@ -120,7 +120,6 @@ async function postCharges(
     select 1 from accounts where id = any(${accountIds}::uuid[]) order by id for update
   `.execute(trx);
   const rows = JSON.stringify(billed.map((c) => ({
-    tx: crypto.randomUUID(),
     reference: c.requestId,
     account_id: c.accountId,
     kind: c.kind,
@@ -128,9 +127,10 @@ async function postCharges(
     fee: String(c.fee),
   })));
   const { rows: posted } = await sql<{ reference: string }>`
-    with charge as (
-      select * from jsonb_to_recordset(${rows}::text::jsonb)
-        as x(tx uuid, reference text, account_id uuid, kind text, cost int8, fee int8)
+    with charge as materialized (
+      -- Each charge's entries share one transaction id (materialized: made once per charge).
+      select gen_random_uuid() as tx, * from jsonb_to_recordset(${rows}::text::jsonb)
+        as x(reference text, account_id uuid, kind text, cost int8, fee int8)
     ), entry as (
       select tx, reference, account_id, kind, 'customer:' || account_id::text as book,
         -(cost + fee) as amount from charge

@@ -79,6 +79,17 @@ Deno.test("a batch posts each charge once, moves balances and consumes its lease
       select sum(amount)::text as total from ledger_entries
     `.execute(db);
     assert.equal(sum[0]!.total, "0", "the ledger does not balance");
+    // Each charge is one transaction of its own, and every transaction balances.
+    const { rows: transactions } = await sql<{ reference: string; entries: number; total: string }>`
+      select min(reference) as reference, count(*)::int4 as entries, sum(amount)::text as total
+      from ledger_entries where kind in ('charge', 'byok_fee')
+      group by transaction_id order by 1
+    `.execute(db);
+    assert.deepEqual(transactions, [
+      { reference: "req_1", entries: 3, total: "0" },
+      { reference: "req_2", entries: 3, total: "0" },
+      { reference: "req_3", entries: 2, total: "0" },
+    ]);
   } finally {
     await database.drop();
   }
