@@ -6,10 +6,11 @@
 import { type Child, startDeno } from "./processes.ts";
 import type { TargetName } from "./report.ts";
 
-/** Starts `deno run -A [flags] gateway/main.ts` on the bench database, on a free port. */
+/** Starts `deno run -A [flags] gateway/main.ts` on the bench database, on `port` (0: a free one). */
 export async function startGateway(
   dbEnv: Record<string, string>,
   flags: string[],
+  port = 0,
 ): Promise<Child> {
   const env = Object.fromEntries(
     Object.entries(Deno.env.toObject()).filter(([k]) =>
@@ -24,7 +25,7 @@ export async function startGateway(
     env: {
       ...env,
       ...dbEnv,
-      TOLLGATE_GATEWAY_PORT: "0",
+      TOLLGATE_GATEWAY_PORT: String(port),
       TOLLGATE_HOST: "127.0.0.1",
       TOLLGATE_MOCK_PROVIDER: "0",
     },
