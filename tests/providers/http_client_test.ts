@@ -453,3 +453,18 @@ Deno.test("https upstreams are verified and kept alive like plain ones", async (
     await server.shutdown();
   }
 });
+
+Deno.test("a reused connection that closes after an interim answer is not sent the request again", async () => {
+  await withServer(async (request, conn) => {
+    if (request.body === "first") {
+      await write(conn, json('"ok"'));
+      return {};
+    }
+    await write(conn, "HTTP/1.1 100 Continue\r\n\r\n");
+    return { close: true };
+  }, async (server, client) => {
+    assert.equal(await (await client.fetch(`${server.url}/x`, post("first"))).json(), "ok");
+    await assert.rejects(client.fetch(`${server.url}/x`, post("second")), TypeError);
+    assert.deepEqual(server.received.map((r) => r.body), ["first", "second"]);
+  });
+});

@@ -177,9 +177,13 @@ export function createUpstreamClient(options: UpstreamClientOptions = {}): Upstr
       throw reused ? new StaleConnection(messageOf(error), { cause: error }) : error;
     }
     let head: ResponseHead;
-    do head = await readHead(connection, method, reused, maxHeadBytes); while (
-      head.status >= 100 && head.status < 200
-    );
+    // Interim (1xx) answers are skipped; after one, the connection has answered, so a close
+    // is no longer a stale connection to send the request on again.
+    let first = true;
+    do {
+      head = await readHead(connection, method, reused && first, maxHeadBytes);
+      first = false;
+    } while (head.status >= 100 && head.status < 200);
     const { framing } = head;
     if (framing.kind === "none" || NULL_BODY_STATUSES.has(head.status)) {
       settle(head.keepAlive && framing.kind === "none");
