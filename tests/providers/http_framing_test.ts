@@ -38,7 +38,7 @@ Deno.test("framing follows RFC 9112: chunked over a length, close without either
   const untilClose = parseHead(bytes("HTTP/1.1 200 OK\r\nContent-Type: text/plain"));
   assert.deepEqual(untilClose.framing, { kind: "close" });
   assert.equal(untilClose.keepAlive, false);
-  for (const status of [204, 304, 100]) {
+  for (const status of [204, 205, 304, 100]) {
     assert.deepEqual(
       parseHead(bytes(`HTTP/1.1 ${status} X\r\nContent-Length: 9`)).framing,
       { kind: "none" },

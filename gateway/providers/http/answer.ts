@@ -39,10 +39,6 @@ export class Answer implements UpstreamResponse {
     return this.#headers ??= new Headers(this.#fields);
   }
 
-  get bodyUsed(): boolean {
-    return this.#used;
-  }
-
   get body(): ReadableStream<Uint8Array<ArrayBuffer>> | null {
     if (!this.#stream && this.#bytes) {
       const bytes = this.#bytes;

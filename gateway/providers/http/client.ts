@@ -18,7 +18,7 @@ import type { UpstreamFetch, UpstreamResponse } from "../provider.ts";
 import { Answer } from "./answer.ts";
 import { connect, Connection, type Origin } from "./connection.ts";
 import { concatBytes } from "../../streaming/bytes.ts";
-import { ChunkedDecoder, headEnd, parseHead, type ResponseHead } from "./framing.ts";
+import { ChunkedDecoder, FIELD_NAME, headEnd, parseHead, type ResponseHead } from "./framing.ts";
 
 export interface UpstreamClient {
   fetch: UpstreamFetch;
@@ -52,10 +52,8 @@ const OWN_HEADERS = new Set([
   "transfer-encoding",
   "keep-alive",
 ]);
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** CR, LF, NUL, or a character that is not one byte. */
 const BAD_VALUE = /[\r\n\0\u0100-\uffff]/;
-const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
 
 /** A failure of a reused connection before any byte of the answer: the request may go again. */
 class StaleConnection extends Error {}
@@ -185,8 +183,8 @@ export function createUpstreamClient(options: UpstreamClientOptions = {}): Upstr
       first = false;
     } while (head.status >= 100 && head.status < 200);
     const { framing } = head;
-    if (framing.kind === "none" || NULL_BODY_STATUSES.has(head.status)) {
-      settle(head.keepAlive && framing.kind === "none");
+    if (framing.kind === "none") {
+      settle(head.keepAlive);
       return new Answer(head, null);
     }
     if (framing.kind === "length" && framing.length <= bufferBytes) {
@@ -296,7 +294,7 @@ function requestBytes(
     if (OWN_HEADERS.has(lower)) return;
     // The refusal fetch gives (a field value is bytes, not text); it also keeps a credential
     // with a newline from splitting the request.
-    if (!TOKEN.test(name) || BAD_VALUE.test(value)) {
+    if (!FIELD_NAME.test(name) || BAD_VALUE.test(value)) {
       throw new TypeError(`Invalid request header "${name}"`);
     }
     if (lower === "accept") hasAccept = true;

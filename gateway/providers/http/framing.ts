@@ -33,7 +33,8 @@ function bytesText(bytes: Uint8Array): string {
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/;
 /** A field value may hold no CR, LF or NUL (RFC 9110 §5.5). */
 const BAD_VALUE = /[\r\n\0]/;
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** A field name (RFC 9110 §5.1), for heads read and written. */
+export const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /** The index of the CRLF CRLF that ends a head in `bytes`, searching from `from`; -1 if none. */
 export function headEnd(bytes: Uint8Array, from = 0): number {
@@ -63,7 +64,7 @@ export function parseHead(bytes: Uint8Array, method = "POST"): ResponseHead {
     const line = lines[i]!;
     const colon = line.indexOf(":");
     const name = colon > 0 ? line.slice(0, colon).toLowerCase() : "";
-    if (!TOKEN.test(name)) throw new TypeError(`Invalid HTTP response header line "${line}"`);
+    if (!FIELD_NAME.test(name)) throw new TypeError(`Invalid HTTP response header line "${line}"`);
     const value = line.slice(colon + 1).trim();
     if (BAD_VALUE.test(value)) throw new TypeError(`Invalid value in HTTP response header ${name}`);
     headers.push([name, value]);
@@ -86,7 +87,9 @@ export function parseHead(bytes: Uint8Array, method = "POST"): ResponseHead {
   const tokens = connection.split(",").map((t) => t.trim());
   let keepAlive = minor === "1" ? !tokens.includes("close") : tokens.includes("keep-alive");
   let framing: ResponseHead["framing"];
-  if (method === "HEAD" || status === 204 || status === 304 || (status >= 100 && status < 200)) {
+  // Answers that never have a body, whatever their headers say (RFC 9110 §15).
+  const bodiless = status === 204 || status === 205 || status === 304 || status < 200;
+  if (method === "HEAD" || bodiless) {
     framing = { kind: "none" };
   } else if (chunked) {
     // Chunked wins over a length; a length beside it is a smuggling risk, so the connection goes.
