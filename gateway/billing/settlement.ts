@@ -1,11 +1,17 @@
 /**
  * Settling a batch of answered requests in the transaction that records
- * their usage: each request's charge becomes one ledger transaction
- * (schema/ledger.ts's standardCharge or byokFee books, posted in bulk), the
- * balances move by the entries actually written, and the leases the charges
- * were reserved from are consumed. The request id is each transaction's
- * reference, so replaying a batch (the spool after a crash) posts nothing
- * twice and moves no balance twice.
+ * their usage. Each account's charges of one kind in the batch become one
+ * ledger transaction: a customer entry per request, debiting cost + fee, with
+ * the request id as its reference, balanced by one provider-costs entry (the
+ * costs' sum) and one revenue entry (the fees' sum): schema/ledger.ts's
+ * standardCharge and byokFee books, summed over the batch. A request's
+ * entry is the idempotency key: replaying a batch (the spool after a crash)
+ * writes no customer entry twice, and the system entries and balances move
+ * only by the entries written now. The leases the charges were reserved from
+ * are consumed by the same amounts.
+ *
+ * Three entries a request cost Postgres about 2.7 times the work of one entry
+ * a request and two a batch (5 indexes and a foreign key per entry).
  *
  * The same transaction adds each charge to its key's lifetime spend and
  * consumes the key's spend-limit lease, and counts BYOK requests in their
@@ -127,31 +133,37 @@ async function postCharges(
     fee: String(c.fee),
   })));
   const { rows: posted } = await sql<{ reference: string }>`
-    with charge as materialized (
-      -- Each charge's entries share one transaction id (materialized: made once per charge).
-      select gen_random_uuid() as tx, * from jsonb_to_recordset(${rows}::text::jsonb)
+    with charge as (
+      select distinct on (reference, kind) * from jsonb_to_recordset(${rows}::text::jsonb)
         as x(reference text, account_id uuid, kind text, cost int8, fee int8)
-    ), entry as (
-      select tx, reference, account_id, kind, 'customer:' || account_id::text as book,
-        -(cost + fee) as amount from charge
-      union all
-      select tx, reference, account_id, kind, 'system:provider_costs', cost from charge where cost > 0
-      union all
-      select tx, reference, account_id, kind, 'system:revenue', fee from charge where fee > 0
+    ), batch as materialized (
+      -- One transaction per account and kind (materialized: one id each).
+      select account_id, kind, gen_random_uuid() as tx from charge group by account_id, kind
     ), inserted as (
       insert into ledger_entries (transaction_id, book, account_id, kind, amount, reference)
-      select tx, book, account_id, kind, amount, reference from entry
+      select batch.tx, 'customer:' || charge.account_id::text, charge.account_id, charge.kind,
+        -(charge.cost + charge.fee), charge.reference
+      from charge join batch using (account_id, kind)
       on conflict (kind, reference, book) where reference is not null do nothing
-      returning account_id, book, amount, reference
-    ), per_account as (
-      select account_id, sum(amount)::int8 as delta from inserted
-      where book like 'customer:%' group by account_id
+      returning transaction_id, account_id, kind, reference
+    ), fresh as (
+      -- What the entries written now come to; a replayed request wrote none.
+      select inserted.transaction_id, inserted.account_id, kind, count(*)::int4 as requests,
+        sum(charge.cost)::int8 as cost, sum(charge.fee)::int8 as fee
+      from inserted join charge using (reference, kind) group by 1, 2, 3
+    ), system as (
+      insert into ledger_entries (transaction_id, book, account_id, kind, amount, memo)
+      select transaction_id, 'system:provider_costs', account_id, kind, cost, requests || ' requests'
+      from fresh where cost > 0
+      union all
+      select transaction_id, 'system:revenue', account_id, kind, fee, requests || ' requests'
+      from fresh where fee > 0
     ), moved as (
-      update accounts set balance = accounts.balance + per_account.delta, updated_at = now()
-      from per_account where accounts.id = per_account.account_id
-      returning accounts.id
+      update accounts set balance = accounts.balance - total.amount, updated_at = now()
+      from (select account_id, sum(cost + fee)::int8 as amount from fresh group by 1) as total
+      where accounts.id = total.account_id
     )
-    select distinct reference from inserted where book like 'customer:%'
+    select reference from inserted
   `.execute(trx);
   const fresh = new Set(posted.map((row) => row.reference));
   const byLease = new Map<string, LeaseCharges>();

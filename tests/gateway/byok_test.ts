@@ -129,10 +129,15 @@ function ask(
   });
 }
 
+/** The requests' customer entries, then the system entries of their transactions (no reference). */
 async function ledgerOf(db: Kysely<Database>, requestIds: string[]) {
-  const { rows } = await sql<{ reference: string; book: string; kind: string; amount: string }>`
+  const { rows } = await sql<
+    { reference: string | null; book: string; kind: string; amount: string }
+  >`
     select reference, book, kind, amount::text from ledger_entries
-    where reference = any(${requestIds}) order by reference, book
+    where transaction_id in (
+      select transaction_id from ledger_entries where reference = any(${requestIds})
+    ) order by reference nulls last, book
   `.execute(db);
   return rows;
 }
@@ -348,12 +353,14 @@ Deno.test("the month's first requests are free, later ones pay the routing fee t
     // Only the fee moves: the customer pays it to revenue; provider costs see nothing.
     const entries = await ledgerOf(db, ids);
     assert.deepEqual(
-      entries.map((e) => [e.reference, e.book, e.kind, e.amount]),
-      [ids[3]!, ids[4]!].sort().flatMap((id) => [
-        [id, `customer:${accountId}`, "byok_fee", "-5000"],
-        [id, "system:revenue", "byok_fee", "5000"],
-      ]),
+      entries.filter((e) => e.reference).map((e) => [e.reference, e.book, e.kind, e.amount]),
+      [ids[3]!, ids[4]!].sort().map((id) => [id, `customer:${accountId}`, "byok_fee", "-5000"]),
     );
+    const system = entries.filter((e) => !e.reference);
+    assert.deepEqual([...new Set(system.map((e) => `${e.book} ${e.kind}`))], [
+      "system:revenue byok_fee",
+    ]);
+    assert.equal(system.reduce((sum, e) => sum + BigInt(e.amount), 0n), 2n * ROUTING_FEE);
     assert.equal(await balanceOf(db, accountId), before - 2n * ROUTING_FEE);
 
     await s.gateway.pools.free.allowances.tick(); // gives back the idle free-request lease

@@ -67,29 +67,46 @@ Deno.test("a batch posts each charge once, moves balances and consumes its lease
     assert.equal(again.length, 0, "a replayed batch consumed a lease again");
     assert.deepEqual(await balances(db, a), { balance: 9_683n, reserved: 683n, entries: 9_683n });
 
-    const { rows: books } = await sql<{ book: string; kind: string; amount: string }>`
-      select book, kind, amount::text from ledger_entries where reference = 'req_1' order by book
+    // Each request is one customer entry, referenced by its request id.
+    const { rows: mine } = await sql<{ reference: string; book: string; amount: string }>`
+      select reference, book, amount::text from ledger_entries
+      where kind in ('charge', 'byok_fee') and book like 'customer:%' order by reference
     `.execute(db);
-    assert.deepEqual(books.map((r) => [r.book, r.kind, r.amount]), [
-      [`customer:${a}`, "charge", "-106"],
-      ["system:provider_costs", "charge", "100"],
-      ["system:revenue", "charge", "6"],
+    assert.deepEqual(mine.map((r) => [r.reference, r.book, r.amount]), [
+      ["req_1", `customer:${a}`, "-106"],
+      ["req_2", `customer:${a}`, "-211"],
+      ["req_3", `customer:${b}`, "-5"],
     ]);
     const { rows: sum } = await sql<{ total: string }>`
       select sum(amount)::text as total from ledger_entries
     `.execute(db);
     assert.equal(sum[0]!.total, "0", "the ledger does not balance");
-    // Each charge is one transaction of its own, and every transaction balances.
-    const { rows: transactions } = await sql<{ reference: string; entries: number; total: string }>`
-      select min(reference) as reference, count(*)::int4 as entries, sum(amount)::text as total
+    // An account's charges of one kind are one transaction, balanced by the
+    // system books' sums of them, and every transaction balances.
+    const { rows: transactions } = await sql<{ entries: string[]; total: string }>`
+      select array_agg(coalesce(reference, book) || ' ' || amount || coalesce(' ' || memo, '')
+          order by coalesce(reference, book)) as entries,
+        sum(amount)::text as total
       from ledger_entries where kind in ('charge', 'byok_fee')
-      group by transaction_id order by 1
+      group by transaction_id order by min(reference)
     `.execute(db);
     assert.deepEqual(transactions, [
-      { reference: "req_1", entries: 3, total: "0" },
-      { reference: "req_2", entries: 3, total: "0" },
-      { reference: "req_3", entries: 2, total: "0" },
+      {
+        entries: [
+          "req_1 -106",
+          "req_2 -211",
+          "system:provider_costs 300 2 requests",
+          "system:revenue 17 2 requests",
+        ],
+        total: "0",
+      },
+      { entries: ["req_3 -5", "system:revenue 5 1 requests"], total: "0" },
     ]);
+    // The replay wrote nothing: no customer entry twice, no system entry for it.
+    const { rows: count } = await sql<{ n: number }>`
+      select count(*)::int4 as n from ledger_entries where kind in ('charge', 'byok_fee')
+    `.execute(db);
+    assert.equal(count[0]!.n, 6);
   } finally {
     await database.drop();
   }
