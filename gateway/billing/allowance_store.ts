@@ -169,7 +169,7 @@ export async function consumeLeases(
   const rows = JSON.stringify([...charges].map(([id, amount]) => ({ id, amount: String(amount) })));
   await sql`
     with charge as (
-      select x.id, x.amount from jsonb_to_recordset(${rows}::text::jsonb) as x(id uuid, amount int8)
+      select x.id, x.amount from json_to_recordset(${rows}::text::json) as x(id uuid, amount int8)
     ), used as (
       select a.id, a.account_id, least(a.amount, charge.amount) as amount
       from allowances a join charge on charge.id = a.id

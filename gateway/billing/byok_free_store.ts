@@ -180,7 +180,7 @@ export async function countByokRequests(
   })));
   const { rows: used } = await sql<{ lease_id: string; subject: string; n: string }>`
     with counted as (
-      select x.* from jsonb_to_recordset(${rows}::text::jsonb)
+      select x.* from json_to_recordset(${rows}::text::json)
         as x(request_id text, account_id uuid, month date, free_lease_id uuid)
       join usage_events u on u.request_id = x.request_id
       where u.xmin = pg_current_xact_id()::xid

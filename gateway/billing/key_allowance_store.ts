@@ -124,7 +124,7 @@ export async function chargeKeys(
   })));
   await sql`
     with charge as (
-      select * from jsonb_to_recordset(${rows}::text::jsonb)
+      select * from json_to_recordset(${rows}::text::json)
         as x(key_id uuid, lease_id uuid, amount int8)
     ), per_lease as (
       select lease_id, sum(amount)::int8 as amount from charge

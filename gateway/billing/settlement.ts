@@ -134,7 +134,7 @@ async function postCharges(
   })));
   const { rows: posted } = await sql<{ reference: string }>`
     with charge as (
-      select distinct on (reference, kind) * from jsonb_to_recordset(${rows}::text::jsonb)
+      select distinct on (reference, kind) * from json_to_recordset(${rows}::text::json)
         as x(reference text, account_id uuid, kind text, cost int8, fee int8)
     ), batch as materialized (
       -- One transaction per account and kind (materialized: one id each).
