@@ -107,20 +107,34 @@ export function createAllowanceStore(db: Kysely<Database>): AllowanceStore {
     },
 
     async release(leaseId) {
-      await sql`
-        with gone as (
-          delete from allowances where id = ${leaseId} and kind = 'balance'
-          returning account_id, amount
-        )
-        update accounts set reserved = accounts.reserved - gone.amount
-        from gone where accounts.id = gone.account_id
-      `.execute(db);
+      await db.transaction().execute(async (trx) => {
+        await sql`
+          select 1 from accounts where id = (
+            select account_id from allowances where id = ${leaseId} and kind = 'balance'
+          ) for update
+        `.execute(trx);
+        await sql`
+          with gone as (
+            delete from allowances where id = ${leaseId} and kind = 'balance'
+            returning account_id, amount
+          )
+          update accounts set reserved = accounts.reserved - gone.amount
+          from gone where accounts.id = gone.account_id
+        `.execute(trx);
+      });
     },
 
     renew: (leaseId, ttlMs) => renewLease(db, leaseId, ttlMs),
 
     async sweep() {
-      const { rows } = await sql<{ n: number }>`
+      return await db.transaction().execute(async (trx) => {
+        // now() is the transaction's start: both statements see the same expired leases.
+        await sql`
+          select 1 from accounts where id in (
+            select account_id from allowances where expires_at < now() and kind = 'balance'
+          ) order by id for update
+        `.execute(trx);
+        const { rows } = await sql<{ n: number }>`
         with gone as (
           delete from allowances where expires_at < now() and kind = 'balance'
           returning account_id, amount
@@ -133,8 +147,9 @@ export function createAllowanceStore(db: Kysely<Database>): AllowanceStore {
           returning per_account.n
         )
         select coalesce(sum(n), 0)::int as n from returned
-      `.execute(db);
-      return rows[0]?.n ?? 0;
+      `.execute(trx);
+        return rows[0]?.n ?? 0;
+      });
     },
   };
 }

@@ -110,7 +110,14 @@ export function createByokFreeStore(
     },
 
     async release(leaseId) {
-      await sql`
+      await db.transaction().execute(async (trx) => {
+        await sql`
+          select 1 from byok_monthly_usage m join allowances a
+            on a.account_id = m.account_id and a.period = m.month
+          where a.id = ${leaseId} and a.kind = 'byok_free'
+          for update of m
+        `.execute(trx);
+        await sql`
         with gone as (
           delete from allowances where id = ${leaseId} and kind = 'byok_free'
           returning account_id, period, amount
@@ -120,13 +127,21 @@ export function createByokFreeStore(
         from gone
         where byok_monthly_usage.account_id = gone.account_id
           and byok_monthly_usage.month = gone.period
-      `.execute(db);
+      `.execute(trx);
+      });
     },
 
     renew: (leaseId, ttlMs) => renewLease(db, leaseId, ttlMs),
 
     async sweep() {
-      const { rows } = await sql<{ n: number }>`
+      return await db.transaction().execute(async (trx) => {
+        await sql`
+          select 1 from byok_monthly_usage m join allowances a
+            on a.account_id = m.account_id and a.period = m.month
+          where a.expires_at < now() and a.kind = 'byok_free'
+          order by m.account_id, m.month for update of m
+        `.execute(trx);
+        const { rows } = await sql<{ n: number }>`
         with gone as (
           delete from allowances where expires_at < now() and kind = 'byok_free'
           returning account_id, period, amount
@@ -142,8 +157,9 @@ export function createByokFreeStore(
           returning per_month.n
         )
         select coalesce(sum(n), 0)::int as n from returned
-      `.execute(db);
-      return rows[0]?.n ?? 0;
+      `.execute(trx);
+        return rows[0]?.n ?? 0;
+      });
     },
   };
 }
@@ -178,6 +194,13 @@ export async function countByokRequests(
     month: c.month,
     free_lease_id: c.freeLeaseId,
   })));
+  // Month rows before their leases, as grow, release and sweep take them.
+  await sql`
+    select 1 from byok_monthly_usage m
+    join json_to_recordset(${rows}::text::json) as x(account_id uuid, month date)
+      on m.account_id = x.account_id and m.month = x.month
+    order by m.account_id, m.month for update of m
+  `.execute(trx);
   const { rows: used } = await sql<{ lease_id: string; subject: string; n: string }>`
     with counted as (
       select x.* from json_to_recordset(${rows}::text::json)

@@ -64,20 +64,33 @@ export function createKeyAllowanceStore(db: Kysely<Database>): AllowanceStore {
     },
 
     async release(leaseId) {
-      await sql`
-        with gone as (
-          delete from allowances where id = ${leaseId} and kind = 'key_limit'
-          returning api_key_id, amount
-        )
-        update api_keys set reserved = api_keys.reserved - gone.amount
-        from gone where api_keys.id = gone.api_key_id
-      `.execute(db);
+      await db.transaction().execute(async (trx) => {
+        await sql`
+          select 1 from api_keys where id = (
+            select api_key_id from allowances where id = ${leaseId} and kind = 'key_limit'
+          ) for update
+        `.execute(trx);
+        await sql`
+          with gone as (
+            delete from allowances where id = ${leaseId} and kind = 'key_limit'
+            returning api_key_id, amount
+          )
+          update api_keys set reserved = api_keys.reserved - gone.amount
+          from gone where api_keys.id = gone.api_key_id
+        `.execute(trx);
+      });
     },
 
     renew: (leaseId, ttlMs) => renewLease(db, leaseId, ttlMs),
 
     async sweep() {
-      const { rows } = await sql<{ n: number }>`
+      return await db.transaction().execute(async (trx) => {
+        await sql`
+          select 1 from api_keys where id in (
+            select api_key_id from allowances where expires_at < now() and kind = 'key_limit'
+          ) order by id for update
+        `.execute(trx);
+        const { rows } = await sql<{ n: number }>`
         with gone as (
           delete from allowances where expires_at < now() and kind = 'key_limit'
           returning api_key_id, amount
@@ -90,8 +103,9 @@ export function createKeyAllowanceStore(db: Kysely<Database>): AllowanceStore {
           returning per_key.n
         )
         select coalesce(sum(n), 0)::int as n from returned
-      `.execute(db);
-      return rows[0]?.n ?? 0;
+      `.execute(trx);
+        return rows[0]?.n ?? 0;
+      });
     },
   };
 }

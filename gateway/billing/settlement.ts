@@ -95,11 +95,41 @@ export interface LeaseCharges {
   amount: bigint;
 }
 
+/**
+ * Locks the rows settling updates, parents before their leases and each kind
+ * in one order: the accounts (by id), then the keys (by id). Grow, release
+ * and sweep (allowance_store.ts and its siblings) take them in the same
+ * order, so replicas settling and leasing at once queue behind each other
+ * instead of deadlocking. Call it first in the settling transaction, with
+ * every key that transaction updates (usage_batch.ts adds the keys whose
+ * last_used_at it moves); settleCharges calls it for its own.
+ */
+export async function lockForSettlement(
+  trx: Kysely<Database>,
+  charges: readonly RequestCharge[],
+  moreKeyIds: readonly string[] = [],
+): Promise<void> {
+  const accountIds = [...new Set(charges.map((c) => c.accountId))].sort();
+  if (accountIds.length > 0) {
+    await sql`
+      select 1 from accounts where id = any(${accountIds}::uuid[]) order by id for update
+    `.execute(trx);
+  }
+  const keyIds = [
+    ...new Set([...charges.flatMap((c) => c.keyId ? [c.keyId] : []), ...moreKeyIds]),
+  ].sort();
+  if (keyIds.length === 0) return;
+  await sql`
+    select 1 from api_keys where id = any(${keyIds}::uuid[]) order by id for update
+  `.execute(trx);
+}
+
 /** Posts the charges and consumes their leases; returns what each lease's charges came to. */
 export async function settleCharges(
   trx: Kysely<Database>,
   charges: readonly RequestCharge[],
 ): Promise<LeaseCharges[]> {
+  await lockForSettlement(trx, charges);
   const settled = await postCharges(trx, charges.filter((c) => c.cost + c.fee > 0n));
   const counts: ByokCount[] = [];
   for (const c of charges) {
@@ -119,12 +149,6 @@ async function postCharges(
   billed: readonly RequestCharge[],
 ): Promise<LeaseCharges[]> {
   if (billed.length === 0) return [];
-  // Accounts are locked in one order, so replicas settling overlapping
-  // accounts queue behind each other instead of deadlocking.
-  const accountIds = [...new Set(billed.map((c) => c.accountId))].sort();
-  await sql`
-    select 1 from accounts where id = any(${accountIds}::uuid[]) order by id for update
-  `.execute(trx);
   const rows = JSON.stringify(billed.map((c) => ({
     reference: c.requestId,
     account_id: c.accountId,

@@ -3,8 +3,9 @@ import assert from "node:assert/strict";
 import { type Kysely, sql } from "kysely";
 import { createAllowanceStore } from "../../gateway/billing/allowance_store.ts";
 import { type RequestCharge, settleCharges } from "../../gateway/billing/settlement.ts";
-import type { Database } from "../../schema/database.ts";
-import { freshDatabase } from "../helpers/database.ts";
+import type { Database, NewUsageEvent } from "../../schema/database.ts";
+import { writeUsageEvents } from "../../gateway/metering/usage_batch.ts";
+import { freshDatabase, POSTGRES_URL } from "../helpers/database.ts";
 
 async function balances(db: Kysely<Database>, id: string) {
   const { rows } = await sql<{ balance: string; reserved: string; entries: string }>`
@@ -110,4 +111,79 @@ Deno.test("a batch posts each charge once, moves balances and consumes its lease
   } finally {
     await database.drop();
   }
+});
+
+Deno.test({
+  name:
+    "two replicas' batches over the same keys, listed in opposite orders, settle without deadlocking",
+  ignore: !POSTGRES_URL, // PGlite has one connection: nothing runs concurrently
+  async fn() {
+    const database = await freshDatabase();
+    try {
+      const db = database.db.db;
+      const keys: { account: string; key: string }[] = [];
+      for (const name of ["a", "b", "c"]) {
+        const { rows } = await sql<{ account: string; key: string }>`
+          with account as (insert into accounts (name, balance) values (${name}, 0) returning id)
+          insert into api_keys (account_id, name, key_hash, prefix, last4)
+          select id, ${name}, ${`hash-${name}`}, 'tg_x', 'xxxx' from account
+          returning account_id as account, id as key
+        `.execute(db);
+        keys.push(rows[0]!);
+      }
+      const event = (id: string, owner: { account: string; key: string }): NewUsageEvent =>
+        ({
+          request_id: id,
+          account_id: owner.account,
+          api_key_id: owner.key,
+          agent_name: null,
+          agent_purpose: null,
+          agent_owner: null,
+          endpoint: "/v1/chat/completions",
+          model: "m",
+          provider_id: null,
+          provider_name: null,
+          upstream_model: null,
+          status: 200,
+          error_code: null,
+          stream: false,
+          prompt_tokens: 1,
+          completion_tokens: 1,
+          cached_tokens: 0,
+          total_tokens: 2,
+          cost: 100n,
+          billing_mode: "standard",
+          fee: 6n,
+          estimated: false,
+          latency_ms: 1,
+          ttfb_ms: 1,
+          created_at: new Date().toISOString(),
+          lease_id: null,
+        }) as NewUsageEvent;
+      const ROUNDS = 30;
+      for (let round = 0; round < ROUNDS; round++) {
+        // Each batch moves every key's last_used_at and charges every account,
+        // one batch in the keys' order and the other in reverse.
+        const forward = keys.map((k, i) => event(`req_${round}_f${i}`, k));
+        const backward = keys.toReversed().map((k, i) => event(`req_${round}_b${i}`, k));
+        const written = await Promise.allSettled([
+          writeUsageEvents(db, forward),
+          writeUsageEvents(db, backward),
+        ]);
+        for (const result of written) {
+          if (result.status === "rejected") throw result.reason;
+          assert.deepEqual(result.value, []);
+        }
+      }
+      const { rows } = await sql<{ balance: string; entries: string }>`
+        select a.balance::text, (select coalesce(sum(amount), 0) from ledger_entries
+          where book = 'customer:' || a.id)::text as entries
+        from accounts a order by a.name
+      `.execute(db);
+      const charged = String(-ROUNDS * 2 * 106);
+      assert.deepEqual(rows, keys.map(() => ({ balance: charged, entries: charged })));
+    } finally {
+      await database.drop();
+    }
+  },
 });
