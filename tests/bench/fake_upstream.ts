@@ -3,7 +3,8 @@
  * can be read from /proc. Same answers as the shared bench's mock-upstream.mjs:
  * POST /v1/chat/completions gives a chat.completion with `usage`, or with
  * "stream": true an SSE stream of a role chunk, N content chunks, a finish
- * chunk, a usage chunk (choices: []) and `data: [DONE]`. GET /health answers ok.
+ * chunk, a usage chunk (choices: []) and `data: [DONE]`. GET /health answers ok;
+ * GET /stats, `{"answered": N}`: the chat completions answered so far.
  *
  *   deno run -A tests/bench/fake_upstream.ts --port 0 --chunks 20 [--chunk-delay-ms 0]
  *
@@ -31,6 +32,8 @@ const WORDS = ["The", " quick", " brown", " fox", " jumps", " over", " the", " l
 const PROMPT_TOKENS = 12;
 const encoder = new TextEncoder();
 let seq = 0;
+/** Chat completions answered (a stream counts when its answer begins), for GET /stats. */
+let answered = 0;
 
 interface Shape {
   model: string;
@@ -145,6 +148,9 @@ const SSE_HEADERS = { "content-type": "text/event-stream", "cache-control": "no-
 async function handle(request: Request): Promise<Response> {
   const path = new URL(request.url).pathname;
   if (request.method === "GET" && path === "/health") return new Response("ok");
+  if (request.method === "GET" && path === "/stats") {
+    return new Response(JSON.stringify({ answered }), { headers: JSON_HEADERS });
+  }
   if (request.method !== "POST" || !path.endsWith("/chat/completions")) {
     return new Response('{"error":{"message":"not found"}}', { status: 404 });
   }
@@ -156,6 +162,7 @@ async function handle(request: Request): Promise<Response> {
     });
   }
   if (DELAY_MS > 0) await sleep(DELAY_MS);
+  answered++;
   if (!shape.stream) return new Response(completionJson(shape), { headers: JSON_HEADERS });
   return new Response(streamBody(sseEvents(shape), shape.chunkDelayMs), { headers: SSE_HEADERS });
 }

@@ -12,6 +12,8 @@ export interface Child {
   pid: number;
   url: string;
   stop(): Promise<void>;
+  /** The last lines it wrote to stderr (at most 50). */
+  stderrTail?(): string[];
 }
 
 const running = new Set<Child>();
@@ -41,6 +43,7 @@ export async function startDeno(
       running.delete(child);
       await stopProcess(process, status);
     },
+    stderrTail: () => [...stderr],
   };
   running.add(child);
   keepTail(process.stderr, stderr);
