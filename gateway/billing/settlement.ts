@@ -102,7 +102,7 @@ export interface LeaseCharges {
  * order, so replicas settling and leasing at once queue behind each other
  * instead of deadlocking. Call it first in the settling transaction, with
  * every key that transaction updates (usage_batch.ts adds the keys whose
- * last_used_at it moves); settleCharges calls it for its own.
+ * last_used_at it moves), before settleCharges.
  */
 export async function lockForSettlement(
   trx: Kysely<Database>,
@@ -124,12 +124,14 @@ export async function lockForSettlement(
   `.execute(trx);
 }
 
-/** Posts the charges and consumes their leases; returns what each lease's charges came to. */
+/**
+ * Posts the charges and consumes their leases; returns what each lease's
+ * charges came to. The transaction holds lockForSettlement's locks already.
+ */
 export async function settleCharges(
   trx: Kysely<Database>,
   charges: readonly RequestCharge[],
 ): Promise<LeaseCharges[]> {
-  await lockForSettlement(trx, charges);
   const settled = await postCharges(trx, charges.filter((c) => c.cost + c.fee > 0n));
   const counts: ByokCount[] = [];
   for (const c of charges) {

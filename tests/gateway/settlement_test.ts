@@ -2,7 +2,11 @@
 import assert from "node:assert/strict";
 import { type Kysely, sql } from "kysely";
 import { createAllowanceStore } from "../../gateway/billing/allowance_store.ts";
-import { type RequestCharge, settleCharges } from "../../gateway/billing/settlement.ts";
+import {
+  lockForSettlement,
+  type RequestCharge,
+  settleCharges,
+} from "../../gateway/billing/settlement.ts";
 import type { Database, NewUsageEvent } from "../../schema/database.ts";
 import { writeUsageEvents } from "../../gateway/metering/usage_batch.ts";
 import { freshDatabase, POSTGRES_URL } from "../helpers/database.ts";
@@ -59,12 +63,18 @@ Deno.test("a batch posts each charge once, moves balances and consumes its lease
       { requestId: "req_3", accountId: b, kind: "byok_fee", cost: 0n, fee: 5n, leaseId: null },
       { requestId: "req_4", accountId: b, kind: "charge", cost: 0n, fee: 0n, leaseId: null },
     ];
-    const consumed = await db.transaction().execute((trx) => settleCharges(trx, charges));
+    const consumed = await db.transaction().execute(async (trx) => {
+      await lockForSettlement(trx, charges);
+      return await settleCharges(trx, charges);
+    });
     assert.deepEqual(consumed, [{ accountId: a, leaseId: lease.id, amount: 317n }]);
     assert.deepEqual(await balances(db, a), { balance: 9_683n, reserved: 683n, entries: 9_683n });
     assert.deepEqual(await balances(db, b), { balance: 9_995n, reserved: 0n, entries: 9_995n });
 
-    const again = await db.transaction().execute((trx) => settleCharges(trx, charges));
+    const again = await db.transaction().execute(async (trx) => {
+      await lockForSettlement(trx, charges);
+      return await settleCharges(trx, charges);
+    });
     assert.equal(again.length, 0, "a replayed batch consumed a lease again");
     assert.deepEqual(await balances(db, a), { balance: 9_683n, reserved: 683n, entries: 9_683n });
 
