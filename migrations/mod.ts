@@ -15,6 +15,7 @@ import * as identity from "./2026_11_22_0007_identity.ts";
 import * as keyLifecycle from "./2026_11_22_0008_key_lifecycle.ts";
 import * as byokBilling from "./2026_11_22_0009_byok_billing.ts";
 import * as viewsAudit from "./2026_11_22_0010_views_audit.ts";
+import * as usageLedgerLink from "./2026_12_07_0011_usage_ledger_link.ts";
 
 export const migrations: Record<string, Migration> = {
   "2026_11_22_0001_init": init,
@@ -27,6 +28,7 @@ export const migrations: Record<string, Migration> = {
   "2026_11_22_0008_key_lifecycle": keyLifecycle,
   "2026_11_22_0009_byok_billing": byokBilling,
   "2026_11_22_0010_views_audit": viewsAudit,
+  "2026_12_07_0011_usage_ledger_link": usageLedgerLink,
 };
 
 // deno-lint-ignore no-explicit-any

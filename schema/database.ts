@@ -260,6 +260,8 @@ export interface UsageEventsTable {
   latency_ms: number;
   ttfb_ms: number | null;
   created_at: Timestamp;
+  /** The ledger transaction that charged this request; null when it was not charged. */
+  ledger_transaction_id: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface AgentsTable {

@@ -12,6 +12,7 @@
 import { type Kysely, sql } from "kysely";
 import type { Database, NewUsageEvent } from "../../schema/database.ts";
 import {
+  assignTransactions,
   type LeaseCharges,
   lockForSettlement,
   requestCharge,
@@ -111,13 +112,17 @@ const COLUMNS = [
   "latency_ms",
   "ttfb_ms",
   "created_at",
+  "ledger_transaction_id",
 ].join(", ");
 
 /** Inserts usage events and what they imply (charges included), in one transaction. */
 async function writeUsageBatch(
   db: Kysely<Database>,
-  batch: readonly NewUsageEvent[],
+  events: readonly NewUsageEvent[],
 ): Promise<LeaseCharges[]> {
+  // A request once: the first of its events is the one the insert keeps.
+  const ids = new Set<string>();
+  const batch = events.filter((e) => !ids.has(e.request_id) && ids.add(e.request_id));
   const lastUsed = new Map<string, string>();
   const agents = new Map<
     string,
@@ -152,29 +157,40 @@ async function writeUsageBatch(
       }
     }
   }
-  // Charges post with the rows that justify them, once per request id.
-  const charges = batch.map(requestCharge).filter((c) => c !== null);
+  // Charges post with the rows that justify them: a request's row is written
+  // once (its id is the primary key), and only the rows inserted now are charged.
+  const charges = batch.map(requestCharge);
+  const billed = charges.filter((c) => c !== null);
+  assignTransactions(billed);
   return await db.transaction().execute(async (trx) => {
     // The rows this transaction updates are locked first, in one order
     // (settlement.ts). Taking keys (last_used_at, row by row) before accounts
     // deadlocked with other batches and with leases growing: 203 times in a
     // few minutes of tests/bench/money_run.ts with three gateways, a few of
     // them failing requests with a 500.
-    await lockForSettlement(trx, charges, [...lastUsed.keys()]);
+    await lockForSettlement(trx, billed, [...lastUsed.keys()]);
     // One parameter, one query text whatever the batch size: the statement is
-    // prepared once, not re-parsed for every count of rows (and 25 columns a row).
+    // prepared once, not re-parsed for every count of rows (and 26 columns a row).
     // JSON has no bigint: the int8 columns go as strings. (A replacer function
     // would run for every field of every row; this touches two fields a row.)
-    // A spooled event's JSON was made for its spool record already. json, not
-    // jsonb: Postgres reads the text once instead of building jsonb first, which
-    // took a batch of 500 rows from about 20 ms of its CPU to 12.
-    const json = `[${batch.map(eventJson).join(",")}]`;
-    await sql`
+    // A spooled event's JSON was made for its spool record already; a charged
+    // row's ledger transaction goes in front of it. json, not jsonb: Postgres
+    // reads the text once instead of building jsonb first, which took a batch
+    // of 500 rows from about 20 ms of its CPU to 12.
+    const json = `[${
+      batch.map((event, i) => {
+        const tx = charges[i]?.transactionId;
+        const text = eventJson(event);
+        return tx === undefined ? text : `{"ledger_transaction_id":"${tx}",${text.slice(1)}`;
+      }).join(",")
+    }]`;
+    const { rows: inserted } = await sql<{ request_id: string }>`
       insert into usage_events (${sql.raw(COLUMNS)})
       select ${
       sql.raw(COLUMNS)
     } from json_populate_recordset(null::usage_events, ${json}::text::json)
       on conflict (request_id) do nothing
+      returning request_id
     `.execute(trx);
     const rows = JSON.stringify([...lastUsed].map(([id, at]) => ({ id, at })));
     await sql`
@@ -198,6 +214,7 @@ async function writeUsageBatch(
         })
       ).execute();
     }
-    return await settleCharges(trx, charges);
+    const fresh = new Set(inserted.map((row) => row.request_id));
+    return await settleCharges(trx, billed.filter((c) => fresh.has(c.requestId)));
   });
 }

@@ -220,19 +220,24 @@ try {
     answered: number;
     interrupted: number;
     unbilled: number;
-    twice: number;
+    mismatched: number;
   }>`
     select count(*)::int4 as rows,
       count(*) filter (where status = 200)::int4 as answered,
       count(*) filter (where error_code = 'interrupted')::int4 as interrupted,
       count(*) filter (where cost + fee > 0 and not exists (
         select 1 from ledger_entries l where l.kind in ('charge', 'byok_fee')
-          and l.reference = u.request_id and l.book = 'customer:' || u.account_id
+          and l.transaction_id = u.ledger_transaction_id and l.book = 'customer:' || u.account_id
       ))::int4 as unbilled,
-      (select count(*)::int4 from (
-        select reference from ledger_entries where book like 'customer:%'
-          and kind in ('charge', 'byok_fee') group by reference having count(*) > 1
-      ) as t) as twice
+      -- Charges whose customer entry is not minus the sum of the rows naming its transaction.
+      (select count(*)::int4 from ledger_entries l
+        left join (
+          select ledger_transaction_id as tx, account_id, sum(cost + fee) as total
+          from usage_events where ledger_transaction_id is not null group by 1, 2
+        ) as r on r.tx = l.transaction_id and r.account_id = l.account_id
+        where l.book like 'customer:%' and l.kind in ('charge', 'byok_fee')
+          and -l.amount <> coalesce(r.total, 0)
+      ) as mismatched
     from usage_events u where u.account_id = any(${ids}::uuid[])
   `.execute(db.db);
   const { rows: [ledger] } = await sql<{ total: string; unbalanced: number }>`
@@ -272,7 +277,8 @@ try {
       usageLost: Math.max(0, answered - reached),
       // Requests answered 200 to the client without a 200 usage row.
       answeredWithoutRow: Math.max(0, counts.ok - usage!.answered),
-      billedTwice: usage!.twice,
+      // Charges that are not the sum of their requests' rows (a request billed twice, or not).
+      chargesNotTheirRows: usage!.mismatched,
       rowsUnbilled: usage!.unbilled,
       accountsLedgerNotBalance: unreconciled,
       accountsLedgerNotUsage: ledgerVsUsage,

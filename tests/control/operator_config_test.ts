@@ -327,17 +327,25 @@ Deno.test("a running gateway follows GraphQL changes through NOTIFY: a new model
     assert.equal(costOf(dear), 11n * 1_000n + 7n * 2_000n);
     assert.equal(costOf(moved), costOf(dear), "the alias is served at its target's new price");
 
-    // And the ledger charged the account exactly what was metered, plus the fee.
+    // And the ledger charged the account exactly what was metered, plus the fee:
+    // the request's row names the transaction, whose customer entry is its rows' sum.
     const requestId = dear.response.headers.get("x-request-id")!;
-    await waitFor(async () =>
-      (await stack.database.db.db.selectFrom("ledger_entries").select("id")
-        .where("reference", "=", requestId).execute()).length > 0
-    );
+    const linked = () =>
+      stack.database.db.db.selectFrom("usage_events").select("ledger_transaction_id")
+        .where("request_id", "=", requestId).executeTakeFirst();
+    await waitFor(async () => (await linked())?.ledger_transaction_id != null);
+    const tx = (await linked())!.ledger_transaction_id!;
     const entries = await stack.database.db.db.selectFrom("ledger_entries").selectAll()
-      .where("reference", "=", requestId).where("account_id", "=", accountId).execute();
+      .where("transaction_id", "=", tx).execute();
+    const charged = await stack.database.db.db.selectFrom("usage_events")
+      .select(["request_id", "cost", "fee"]).where("ledger_transaction_id", "=", tx).execute();
+    assert.ok(charged.some((r) => r.request_id === requestId));
     const event = rows.find((r) => r.request_id === requestId)!;
     const customer = entries.filter((e) => e.book.startsWith("customer:"));
-    assert.equal(customer.reduce((sum, e) => sum + e.amount, 0n), -(event.cost + event.fee));
+    assert.equal(customer.length, 1);
+    assert.equal(customer[0]!.account_id, accountId);
+    assert.equal(customer[0]!.amount, -charged.reduce((sum, r) => sum + r.cost + r.fee, 0n));
+    assert.equal(entries.reduce((sum, e) => sum + e.amount, 0n), 0n);
     assert.ok(event.fee > 0n, "a standard request pays the operator's fee");
   } finally {
     await stack.close();

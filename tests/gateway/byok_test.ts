@@ -129,17 +129,16 @@ function ask(
   });
 }
 
-/** The requests' customer entries, then the system entries of their transactions (no reference). */
+/** The requests' ledger transactions (null: not charged), and the entries of those transactions. */
 async function ledgerOf(db: Kysely<Database>, requestIds: string[]) {
-  const { rows } = await sql<
-    { reference: string | null; book: string; kind: string; amount: string }
-  >`
-    select reference, book, kind, amount::text from ledger_entries
-    where transaction_id in (
-      select transaction_id from ledger_entries where reference = any(${requestIds})
-    ) order by reference nulls last, book
-  `.execute(db);
-  return rows;
+  const rows = await db.selectFrom("usage_events").select(["request_id", "ledger_transaction_id"])
+    .where("request_id", "in", requestIds).execute();
+  const txOf = new Map(rows.map((r) => [r.request_id, r.ledger_transaction_id]));
+  const txs = [...new Set(rows.flatMap((r) => r.ledger_transaction_id ?? []))];
+  const entries = txs.length === 0 ? [] : await db.selectFrom("ledger_entries")
+    .select(["transaction_id", "book", "kind", "amount"]).where("transaction_id", "in", txs)
+    .orderBy("id").execute();
+  return { transactions: requestIds.map((id) => txOf.get(id) ?? null), entries };
 }
 
 async function monthly(db: Kysely<Database>, accountId: string) {
@@ -351,16 +350,16 @@ Deno.test("the month's first requests are free, later ones pay the routing fee t
       ["byok", ROUTING_FEE],
     ]);
     // Only the fee moves: the customer pays it to revenue; provider costs see nothing.
-    const entries = await ledgerOf(db, ids);
-    assert.deepEqual(
-      entries.filter((e) => e.reference).map((e) => [e.reference, e.book, e.kind, e.amount]),
-      [ids[3]!, ids[4]!].sort().map((id) => [id, `customer:${accountId}`, "byok_fee", "-5000"]),
-    );
-    const system = entries.filter((e) => !e.reference);
-    assert.deepEqual([...new Set(system.map((e) => `${e.book} ${e.kind}`))], [
+    const { transactions, entries } = await ledgerOf(db, ids);
+    assert.deepEqual(transactions.map((tx) => tx !== null), [false, false, false, true, true]);
+    assert.deepEqual([...new Set(entries.map((e) => `${e.book} ${e.kind}`))].sort(), [
+      `customer:${accountId} byok_fee`,
       "system:revenue byok_fee",
     ]);
-    assert.equal(system.reduce((sum, e) => sum + BigInt(e.amount), 0n), 2n * ROUTING_FEE);
+    const sum = (book: string) =>
+      entries.filter((e) => e.book === book).reduce((total, e) => total + e.amount, 0n);
+    assert.equal(sum(`customer:${accountId}`), -2n * ROUTING_FEE);
+    assert.equal(sum("system:revenue"), 2n * ROUTING_FEE);
     assert.equal(await balanceOf(db, accountId), before - 2n * ROUTING_FEE);
 
     await s.gateway.pools.free.allowances.tick(); // gives back the idle free-request lease

@@ -72,9 +72,8 @@ async function books(stack: Stack, accountId: string, keyId: string) {
       (select coalesce(sum(amount), 0) from ledger_entries where book = 'customer:' || a.id)::text
         as entries,
       k.spent::text, k.reserved::text as key_reserved,
-      (select coalesce(-sum(l.amount), 0) from ledger_entries l
-        join usage_events u on u.request_id = l.reference
-        where u.api_key_id = k.id and l.book = 'customer:' || a.id)::text as charged,
+      (select coalesce(sum(u.cost + u.fee), 0) from usage_events u
+        where u.api_key_id = k.id and u.ledger_transaction_id is not null)::text as charged,
       (select coalesce(sum(amount), 0) from allowances where api_key_id = k.id)::text
         as key_leases
     from accounts a join api_keys k on k.account_id = a.id

@@ -2,13 +2,10 @@
 import assert from "node:assert/strict";
 import { type Kysely, sql } from "kysely";
 import { createAllowanceStore } from "../../gateway/billing/allowance_store.ts";
-import {
-  lockForSettlement,
-  type RequestCharge,
-  settleCharges,
-} from "../../gateway/billing/settlement.ts";
-import type { Database, NewUsageEvent } from "../../schema/database.ts";
+import type { LeaseCharges } from "../../gateway/billing/settlement.ts";
+import type { Database } from "../../schema/database.ts";
 import { writeUsageEvents } from "../../gateway/metering/usage_batch.ts";
+import type { UsageRecord } from "../../gateway/metering/usage_event.ts";
 import { freshDatabase, POSTGRES_URL } from "../helpers/database.ts";
 
 async function balances(db: Kysely<Database>, id: string) {
@@ -26,28 +23,77 @@ async function balances(db: Kysely<Database>, id: string) {
   };
 }
 
+/** An account with a key, funded through the ledger (so entries and balances agree from the start). */
+async function fundedKey(db: Kysely<Database>, name: string, balance: bigint) {
+  const { rows } = await sql<{ account: string; key: string }>`
+    with account as (insert into accounts (name, balance) values (${name}, 0) returning id)
+    insert into api_keys (account_id, name, key_hash, prefix, last4)
+    select id, ${name}, ${`hash-${name}`}, 'tg_x', 'xxxx' from account
+    returning account_id as account, id as key
+  `.execute(db);
+  const owner = rows[0]!;
+  if (balance > 0n) {
+    await db.transaction().execute(async (trx) => {
+      await sql`
+        insert into ledger_entries (transaction_id, book, account_id, kind, amount, reference)
+        values (gen_random_uuid(), 'customer:' || ${owner.account}, ${owner.account}::uuid,
+            'topup', ${String(balance)}::int8, ${`p-${name}`}),
+          (gen_random_uuid(), 'system:payments', ${owner.account}::uuid, 'topup',
+            ${String(-balance)}::int8, ${`p-${name}`})
+      `.execute(trx);
+      await sql`update accounts set balance = ${String(balance)}::int8 where id = ${owner.account}`
+        .execute(trx);
+    });
+  }
+  return owner;
+}
+
+/** An answered request's usage row, billed (it names its lease) unless lease_id is undefined. */
+function usageRow(
+  id: string,
+  owner: { account: string; key: string },
+  fields: Partial<UsageRecord> = {},
+): UsageRecord {
+  return {
+    request_id: id,
+    account_id: owner.account,
+    api_key_id: owner.key,
+    agent_name: null,
+    agent_purpose: null,
+    agent_owner: null,
+    endpoint: "/v1/chat/completions",
+    model: "m",
+    provider_id: null,
+    provider_name: null,
+    upstream_model: null,
+    status: 200,
+    error_code: null,
+    stream: false,
+    prompt_tokens: 1,
+    completion_tokens: 1,
+    cached_tokens: 0,
+    total_tokens: 2,
+    cost: 100n,
+    billing_mode: "standard",
+    fee: 6n,
+    estimated: false,
+    latency_ms: 1,
+    ttfb_ms: 1,
+    created_at: new Date().toISOString(),
+    lease_id: null,
+    ...fields,
+  };
+}
+
 Deno.test("a batch posts each charge once, moves balances and consumes its leases, even when replayed", async () => {
   const database = await freshDatabase();
   try {
     const db = database.db.db;
-    const { rows } = await sql<{ id: string }>`
-      insert into accounts (name, balance) values ('a', 0), ('b', 0) returning id
-    `.execute(db);
-    const [a, b] = rows.map((row) => row.id) as [string, string];
-    // Credits go through the ledger too, so entries and balances agree from the start.
-    await db.transaction().execute(async (trx) => {
-      await sql`
-        insert into ledger_entries (transaction_id, book, account_id, kind, amount, reference)
-        values (gen_random_uuid(), 'customer:' || ${a}, ${a}::uuid, 'topup', 10000, 'p1'),
-          (gen_random_uuid(), 'system:payments', ${a}::uuid, 'topup', -10000, 'p1'),
-          (gen_random_uuid(), 'customer:' || ${b}, ${b}::uuid, 'topup', 10000, 'p2'),
-          (gen_random_uuid(), 'system:payments', ${b}::uuid, 'topup', -10000, 'p2')
-      `.execute(trx);
-      await sql`update accounts set balance = 10000`.execute(trx);
-    });
+    const a = await fundedKey(db, "a", 10_000n);
+    const b = await fundedKey(db, "b", 10_000n);
     const store = createAllowanceStore(db);
     const lease = (await store.grow({
-      accountId: a,
+      accountId: a.account,
       leaseId: null,
       replicaId: "r",
       min: 1n,
@@ -57,67 +103,95 @@ Deno.test("a batch posts each charge once, moves balances and consumes its lease
     }))!;
     assert.equal(lease.amount, 1_000n);
 
-    const charges: RequestCharge[] = [
-      { requestId: "req_1", accountId: a, kind: "charge", cost: 100n, fee: 6n, leaseId: lease.id },
-      { requestId: "req_2", accountId: a, kind: "charge", cost: 200n, fee: 11n, leaseId: lease.id },
-      { requestId: "req_3", accountId: b, kind: "byok_fee", cost: 0n, fee: 5n, leaseId: null },
-      { requestId: "req_4", accountId: b, kind: "charge", cost: 0n, fee: 0n, leaseId: null },
+    const settled: LeaseCharges[][] = [];
+    const write = (events: UsageRecord[]) =>
+      writeUsageEvents(db, events, (charges) => settled.push(charges));
+    const batch = [
+      usageRow("req_1", a, { cost: 100n, fee: 6n, lease_id: lease.id }),
+      usageRow("req_2", a, { cost: 200n, fee: 11n, lease_id: lease.id }),
+      // The same request twice in one batch (its intent and its completion,
+      // replayed together): the first is kept and charged, once.
+      usageRow("req_2", a, { cost: 900n, fee: 50n, lease_id: lease.id }),
+      usageRow("req_3", b, { billing_mode: "byok", cost: 300n, fee: 5n }),
+      usageRow("req_4", b, { cost: 0n, fee: 0n }),
+      // Not billed (no lease_id: it was refused before it reserved anything).
+      usageRow("req_5", b, { cost: 0n, fee: 0n, status: 402, lease_id: undefined }),
     ];
-    const consumed = await db.transaction().execute(async (trx) => {
-      await lockForSettlement(trx, charges);
-      return await settleCharges(trx, charges);
+    assert.deepEqual(await write(batch), []);
+    assert.deepEqual(settled, [[{ accountId: a.account, leaseId: lease.id, amount: 317n }]]);
+    assert.deepEqual(await balances(db, a.account), {
+      balance: 9_683n,
+      reserved: 683n,
+      entries: 9_683n,
     });
-    assert.deepEqual(consumed, [{ accountId: a, leaseId: lease.id, amount: 317n }]);
-    assert.deepEqual(await balances(db, a), { balance: 9_683n, reserved: 683n, entries: 9_683n });
-    assert.deepEqual(await balances(db, b), { balance: 9_995n, reserved: 0n, entries: 9_995n });
-
-    const again = await db.transaction().execute(async (trx) => {
-      await lockForSettlement(trx, charges);
-      return await settleCharges(trx, charges);
+    assert.deepEqual(await balances(db, b.account), {
+      balance: 9_995n,
+      reserved: 0n,
+      entries: 9_995n,
     });
-    assert.equal(again.length, 0, "a replayed batch consumed a lease again");
-    assert.deepEqual(await balances(db, a), { balance: 9_683n, reserved: 683n, entries: 9_683n });
 
-    // Each request is one customer entry, referenced by its request id.
-    const { rows: mine } = await sql<{ reference: string; book: string; amount: string }>`
-      select reference, book, amount::text from ledger_entries
-      where kind in ('charge', 'byok_fee') and book like 'customer:%' order by reference
-    `.execute(db);
-    assert.deepEqual(mine.map((r) => [r.reference, r.book, r.amount]), [
-      ["req_1", `customer:${a}`, "-106"],
-      ["req_2", `customer:${a}`, "-211"],
-      ["req_3", `customer:${b}`, "-5"],
-    ]);
-    const { rows: sum } = await sql<{ total: string }>`
-      select sum(amount)::text as total from ledger_entries
-    `.execute(db);
-    assert.equal(sum[0]!.total, "0", "the ledger does not balance");
-    // An account's charges of one kind are one transaction, balanced by the
-    // system books' sums of them, and every transaction balances.
-    const { rows: transactions } = await sql<{ entries: string[]; total: string }>`
-      select array_agg(coalesce(reference, book) || ' ' || amount || coalesce(' ' || memo, '')
-          order by coalesce(reference, book)) as entries,
+    // Replayed, in part and whole, with a request the first batch did not have.
+    assert.deepEqual(
+      await write([...batch, usageRow("req_6", a, { cost: 50n, fee: 3n, lease_id: lease.id })]),
+      [],
+    );
+    assert.deepEqual(settled[1], [{ accountId: a.account, leaseId: lease.id, amount: 53n }]);
+    assert.deepEqual(await balances(db, a.account), {
+      balance: 9_630n,
+      reserved: 630n,
+      entries: 9_630n,
+    });
+    assert.equal((await balances(db, b.account)).balance, 9_995n);
+
+    // Each account's charges of one kind in a batch are one transaction: the
+    // customer's entry for their sum, balanced by the system books' sums.
+    const { rows: transactions } = await sql<{ tx: string; entries: string[]; total: string }>`
+      select transaction_id as tx,
+        array_agg(book || ' ' || amount || ' ' || memo order by book) as entries,
         sum(amount)::text as total
       from ledger_entries where kind in ('charge', 'byok_fee')
-      group by transaction_id order by min(reference)
+      group by transaction_id order by min(id)
     `.execute(db);
-    assert.deepEqual(transactions, [
+    assert.deepEqual(transactions.map(({ entries, total }) => ({ entries, total })), [
       {
         entries: [
-          "req_1 -106",
-          "req_2 -211",
+          `customer:${a.account} -317 2 requests`,
           "system:provider_costs 300 2 requests",
           "system:revenue 17 2 requests",
         ],
         total: "0",
       },
-      { entries: ["req_3 -5", "system:revenue 5 1 requests"], total: "0" },
+      {
+        entries: [`customer:${b.account} -5 1 requests`, "system:revenue 5 1 requests"],
+        total: "0",
+      },
+      {
+        entries: [
+          `customer:${a.account} -53 1 requests`,
+          "system:provider_costs 50 1 requests",
+          "system:revenue 3 1 requests",
+        ],
+        total: "0",
+      },
     ]);
-    // The replay wrote nothing: no customer entry twice, no system entry for it.
-    const { rows: count } = await sql<{ n: number }>`
-      select count(*)::int4 as n from ledger_entries where kind in ('charge', 'byok_fee')
+    // Each charged row names its transaction, whose customer entry is the sum of its rows.
+    const { rows: usage } = await sql<{ id: string; cost: string; tx: string | null }>`
+      select request_id as id, cost::text, ledger_transaction_id as tx from usage_events
+      order by request_id
     `.execute(db);
-    assert.equal(count[0]!.n, 6);
+    const [t1, t2, t3] = transactions.map((t) => t.tx);
+    assert.deepEqual(usage, [
+      { id: "req_1", cost: "100", tx: t1 },
+      { id: "req_2", cost: "200", tx: t1 },
+      { id: "req_3", cost: "300", tx: t2 },
+      { id: "req_4", cost: "0", tx: null },
+      { id: "req_5", cost: "0", tx: null },
+      { id: "req_6", cost: "50", tx: t3 },
+    ]);
+    const { rows: sum } = await sql<{ total: string }>`
+      select sum(amount)::text as total from ledger_entries
+    `.execute(db);
+    assert.equal(sum[0]!.total, "0", "the ledger does not balance");
   } finally {
     await database.drop();
   }
@@ -132,50 +206,13 @@ Deno.test({
     try {
       const db = database.db.db;
       const keys: { account: string; key: string }[] = [];
-      for (const name of ["a", "b", "c"]) {
-        const { rows } = await sql<{ account: string; key: string }>`
-          with account as (insert into accounts (name, balance) values (${name}, 0) returning id)
-          insert into api_keys (account_id, name, key_hash, prefix, last4)
-          select id, ${name}, ${`hash-${name}`}, 'tg_x', 'xxxx' from account
-          returning account_id as account, id as key
-        `.execute(db);
-        keys.push(rows[0]!);
-      }
-      const event = (id: string, owner: { account: string; key: string }): NewUsageEvent =>
-        ({
-          request_id: id,
-          account_id: owner.account,
-          api_key_id: owner.key,
-          agent_name: null,
-          agent_purpose: null,
-          agent_owner: null,
-          endpoint: "/v1/chat/completions",
-          model: "m",
-          provider_id: null,
-          provider_name: null,
-          upstream_model: null,
-          status: 200,
-          error_code: null,
-          stream: false,
-          prompt_tokens: 1,
-          completion_tokens: 1,
-          cached_tokens: 0,
-          total_tokens: 2,
-          cost: 100n,
-          billing_mode: "standard",
-          fee: 6n,
-          estimated: false,
-          latency_ms: 1,
-          ttfb_ms: 1,
-          created_at: new Date().toISOString(),
-          lease_id: null,
-        }) as NewUsageEvent;
+      for (const name of ["a", "b", "c"]) keys.push(await fundedKey(db, name, 0n));
       const ROUNDS = 30;
       for (let round = 0; round < ROUNDS; round++) {
         // Each batch moves every key's last_used_at and charges every account,
         // one batch in the keys' order and the other in reverse.
-        const forward = keys.map((k, i) => event(`req_${round}_f${i}`, k));
-        const backward = keys.toReversed().map((k, i) => event(`req_${round}_b${i}`, k));
+        const forward = keys.map((k, i) => usageRow(`req_${round}_f${i}`, k));
+        const backward = keys.toReversed().map((k, i) => usageRow(`req_${round}_b${i}`, k));
         const written = await Promise.allSettled([
           writeUsageEvents(db, forward),
           writeUsageEvents(db, backward),

@@ -72,8 +72,13 @@ async function rows(database: TestDatabase) {
   return found.map((row) => ({ ...row, created_at: new Date(row.created_at).toISOString() }));
 }
 
+/** The row an unbilled event makes (not charged: no ledger transaction). */
 function asRow(event: NewUsageEvent) {
-  return { ...event, created_at: new Date(event.created_at).toISOString() };
+  return {
+    ...event,
+    created_at: new Date(event.created_at).toISOString(),
+    ledger_transaction_id: null,
+  };
 }
 
 async function files(dir: string): Promise<string[]> {

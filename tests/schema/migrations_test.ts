@@ -18,9 +18,30 @@ Deno.test("migrations apply once, are idempotent, and revert cleanly", async () 
       "2026_11_22_0008_key_lifecycle",
       "2026_11_22_0009_byok_billing",
       "2026_11_22_0010_views_audit",
+      "2026_12_07_0011_usage_ledger_link",
     ];
     assert.deepEqual(await migrateToLatest(db.db), all);
     assert.deepEqual(await migrateToLatest(db.db), []);
+    assert.deepEqual(await migrateDown(db.db), ["2026_12_07_0011_usage_ledger_link"]);
+    // A request charged before 0011 (its own customer entry, referenced by its
+    // request id) is linked to that entry's transaction.
+    const { rows } = await sql<{ tx: string }>`
+      with account as (insert into accounts (name, balance) values ('a', -106) returning id),
+      usage as (
+        insert into usage_events (request_id, account_id, api_key_id, endpoint, model, status,
+          stream, cost, fee, estimated, latency_ms, created_at)
+        select 'req_old', id, gen_random_uuid(), '/v1/chat/completions', 'm', 200, false, 100, 6,
+          false, 1, now() from account
+      )
+      insert into ledger_entries (transaction_id, book, account_id, kind, amount, reference)
+      select gen_random_uuid(), 'customer:' || id, id, 'charge', -106, 'req_old' from account
+      returning transaction_id as tx
+    `.execute(db.db);
+    assert.deepEqual(await migrateToLatest(db.db), ["2026_12_07_0011_usage_ledger_link"]);
+    const linked = await db.db.selectFrom("usage_events").select("ledger_transaction_id")
+      .where("request_id", "=", "req_old").executeTakeFirstOrThrow();
+    assert.equal(linked.ledger_transaction_id, rows[0]!.tx);
+    assert.deepEqual(await migrateDown(db.db), ["2026_12_07_0011_usage_ledger_link"]);
     assert.deepEqual(await migrateDown(db.db), ["2026_11_22_0010_views_audit"]);
     assert.deepEqual(await migrateDown(db.db), ["2026_11_22_0009_byok_billing"]);
     assert.deepEqual(await migrateDown(db.db), ["2026_11_22_0008_key_lifecycle"]);
