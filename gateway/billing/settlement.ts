@@ -24,7 +24,7 @@
  */
 import { type Kysely, sql } from "kysely";
 import type { Database } from "../../schema/database.ts";
-import type { UsageRecord } from "../metering/usage_event.ts";
+import { isoTime, type UsageRecord } from "../metering/usage_event.ts";
 import { consumeLeases } from "./allowance_store.ts";
 import { type ByokCount, countByokRequests } from "./byok_free_store.ts";
 import { chargeKeys } from "./key_allowance_store.ts";
@@ -95,9 +95,7 @@ export function requestCharge(event: BilledUsage): RequestCharge | null {
   };
   if (event.key_lease_id) charge.keyLeaseId = event.key_lease_id;
   if (byok && countsInMonth(event.status)) {
-    // created_at is a Date, or its ISO text once it went through the spool.
-    const at = event.created_at;
-    const month = (typeof at === "string" ? at : at.toISOString()).slice(0, 7);
+    const month = isoTime(event.created_at).slice(0, 7);
     charge.byok = { month: `${month}-01`, freeLeaseId: event.free_lease_id ?? null };
   }
   return charge;

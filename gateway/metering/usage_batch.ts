@@ -18,6 +18,7 @@ import {
   requestCharge,
   settleCharges,
 } from "../billing/settlement.ts";
+import { isoTime } from "./usage_event.ts";
 
 export interface Refused {
   event: NewUsageEvent;
@@ -52,14 +53,13 @@ export async function writeUsageEvents(
  * the columns it may leave out (an insert lists them all) at their defaults.
  */
 export function jsonFields(event: NewUsageEvent): Record<string, unknown> {
-  const { created_at } = event;
   return {
     ...event,
     cost: String(event.cost),
     fee: String(event.fee ?? 0),
     billing_mode: event.billing_mode ?? "standard",
     // A Date left for JSON.stringify to convert would take it off its fast path.
-    created_at: typeof created_at === "string" ? created_at : created_at.toISOString(),
+    created_at: isoTime(event.created_at),
   };
 }
 
@@ -136,7 +136,7 @@ async function writeUsageBatch(
     }
   >();
   for (const event of batch) {
-    const at = new Date(event.created_at).toISOString();
+    const at = isoTime(event.created_at);
     const seen = lastUsed.get(event.api_key_id);
     if (!seen || seen < at) lastUsed.set(event.api_key_id, at);
     if (event.agent_name) {

@@ -27,6 +27,12 @@ export type UsageRecord = NewUsageEvent & {
   lease_id?: string | null;
 };
 
+/** A timestamp as toISOString() writes it; such text (what usage events carry) as it is. */
+export function isoTime(at: Date | string): string {
+  if (typeof at === "string" && at.length === 24 && at.endsWith("Z")) return at;
+  return new Date(at).toISOString();
+}
+
 export function usageEvent(ctx: RequestContext, outcome: Outcome): UsageRecord {
   const usage = outcome.usage ?? { promptTokens: 0, completionTokens: 0, cachedTokens: 0 };
   const cost = outcome.route ? usageCost(usage, outcome.route.model.prices) : 0n;
@@ -59,6 +65,7 @@ export function usageEvent(ctx: RequestContext, outcome: Outcome): UsageRecord {
     ttfb_ms: outcome.ttfbMs === undefined || outcome.ttfbMs === null
       ? null
       : Math.round(outcome.ttfbMs),
-    created_at: ctx.receivedAt,
+    // Text, made once: the intent and the completion both carry it, and JSON wants it so.
+    created_at: ctx.receivedIso ??= ctx.receivedAt.toISOString(),
   };
 }

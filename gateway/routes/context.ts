@@ -35,6 +35,8 @@ export interface RequestContext {
   endpoint: string;
   /** Wall-clock time the request arrived. */
   receivedAt: Date;
+  /** receivedAt as ISO text, made once for the request's usage events (usage_event.ts). */
+  receivedIso?: string;
   /** Monotonic milliseconds at arrival, and the clock to compare with. */
   startedAt: number;
   now: () => number;
