@@ -35,6 +35,11 @@ export interface WorstCase {
   promptTokens: number;
   /** The request's max_tokens (or max_completion_tokens / max_output_tokens), if any. */
   maxTokens: number | null;
+  /**
+   * How many outputs of up to maxTokens the upstream may make and bill (chat's
+   * `n`, completions' `n` or `best_of` for each prompt, images' `n`); 1 if unset.
+   */
+  outputs?: number;
 }
 
 /** The most `models` can cost for a request, fee included, in microcents. */
@@ -45,7 +50,8 @@ export function worstCaseCost(
 ): bigint {
   let worst = 0n;
   for (const model of models) {
-    const output = request.maxTokens ?? model.maxOutputTokens ?? DEFAULT_OUTPUT_CAP;
+    const output = (request.maxTokens ?? model.maxOutputTokens ?? DEFAULT_OUTPUT_CAP) *
+      (request.outputs ?? 1);
     const cost = tokenCost(request.promptTokens, model.prices.input) +
       tokenCost(output, model.prices.output);
     if (cost > worst) worst = cost;
@@ -57,6 +63,8 @@ export interface AdmitRequest {
   accountId: string;
   models: readonly ModelPolicy[];
   maxTokens: number | null;
+  /** Outputs of up to maxTokens each the request may make (WorstCase.outputs). */
+  outputs?: number;
   /** A bound on the prompt's tokens that costs nothing to compute. */
   promptBound: number;
   /** The prompt's tokens, counted with the tokenizer. */
@@ -72,14 +80,18 @@ export async function admit(
   allowances: Allowances,
   request: AdmitRequest,
 ): Promise<Reservation | null> {
-  const { models, maxTokens, feeBps } = request;
-  const bound = worstCaseCost(models, { promptTokens: request.promptBound, maxTokens }, feeBps);
+  const { models, maxTokens, outputs, feeBps } = request;
+  const bound = worstCaseCost(
+    models,
+    { promptTokens: request.promptBound, maxTokens, outputs },
+    feeBps,
+  );
   if (bound === 0n) return null;
   const quick = await allowances.reserve(request.accountId, bound);
   if (quick) return quick;
   const counted = worstCaseCost(
     models,
-    { promptTokens: await request.countPrompt(), maxTokens },
+    { promptTokens: await request.countPrompt(), maxTokens, outputs },
     feeBps,
   );
   const reserved = counted < bound ? await allowances.reserve(request.accountId, counted) : null;
@@ -137,7 +149,7 @@ export async function admitBilled(pools: BilledPools, request: BilledRequest): P
   const keys = request.spendLimit === null ? undefined : pools.keyLimits;
   // BYOK pays no provider cost: the worst case is the fee on what it would have been.
   const worst = (promptTokens: number) => {
-    const prompt = { promptTokens, maxTokens: request.maxTokens };
+    const prompt = { promptTokens, maxTokens: request.maxTokens, outputs: request.outputs };
     return byok
       ? feeOf(worstCaseCost(request.models, prompt, 0), feeBps)
       : worstCaseCost(request.models, prompt, feeBps);

@@ -42,6 +42,8 @@ export async function chatCompletions(
     stripUsage: body.stream_options?.include_usage !== true,
     promptTokens: () => countChatPromptTokens(body.messages),
     maxTokens: body.max_completion_tokens ?? body.max_tokens ?? null,
+    // Each of the n choices may use max_tokens, and each is billed.
+    outputs: body.n ?? 1,
     promptBound: promptBound(request),
   });
 }

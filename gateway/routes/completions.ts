@@ -17,7 +17,17 @@ const completionsBody = z.looseObject({
   stream_options: z.looseObject({ include_usage: z.boolean().optional() }).nullish(),
   max_tokens: z.number().int().nonnegative().nullish(),
   n: z.number().int().min(1).max(128).nullish(),
+  best_of: z.number().int().min(1).max(128).nullish(),
+}).refine((body) => (body.best_of ?? 1) >= (body.n ?? 1), {
+  path: ["best_of"],
+  message: "must be at least n",
 });
+
+/** How many prompts a completions request holds: an array of texts (or of token arrays) is a batch. */
+function promptCount(prompt: unknown): number {
+  if (!Array.isArray(prompt) || prompt.length === 0) return 1;
+  return typeof prompt[0] === "string" || Array.isArray(prompt[0]) ? prompt.length : 1;
+}
 
 export async function completions(
   request: Request,
@@ -39,6 +49,8 @@ export async function completions(
     promptTokens: () => countInputTokens(body.prompt),
     // Legacy completions default to 16 tokens of output.
     maxTokens: body.max_tokens ?? 16,
+    // best_of completions are made (and billed) for each prompt of a batch; n are returned.
+    outputs: Math.max(body.n ?? 1, body.best_of ?? 1) * promptCount(body.prompt),
     promptBound: promptBound(request),
   });
 }

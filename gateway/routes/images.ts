@@ -30,6 +30,8 @@ export async function images(
     body,
     stream: body.stream === true,
     promptTokens: () => countTokens(body.prompt),
+    // Each of the n images may use the model's output cap, and each is billed.
+    outputs: body.n ?? 1,
     promptBound: promptBound(request),
   });
 }

@@ -48,6 +48,8 @@ export interface ProxySpec {
   translate?: Translation;
   /** The most output the request allows (max_tokens and its kin), for admission. */
   maxTokens?: number | null;
+  /** How many outputs of up to maxTokens it may make (`n` and its kin), for admission; 1 if unset. */
+  outputs?: number;
   /** A bound on the prompt's tokens that costs nothing (the body's bytes), for admission. */
   promptBound?: number;
 }
@@ -106,6 +108,7 @@ export async function proxy(
     accountId: ctx.key!.accountId,
     models: targets.map((t) => t.model),
     maxTokens: spec.maxTokens ?? null,
+    outputs: spec.outputs ?? 1,
     promptBound: spec.promptBound ?? Number.MAX_SAFE_INTEGER,
     countPrompt: async () => {
       await loadTokenizer();

@@ -66,6 +66,17 @@ function fakeAllowances(free: bigint) {
   return { allowances, asked };
 }
 
+Deno.test("worstCaseCost: every output the request may make is reserved (n, best_of, images)", () => {
+  const models = [model(0n, 1_000_000n)];
+  // 1 unit a token of output. Each of the outputs may use max_tokens, or the cap without it.
+  assert.equal(worstCaseCost(models, { promptTokens: 10, maxTokens: 100, outputs: 1 }, 0), 100n);
+  assert.equal(worstCaseCost(models, { promptTokens: 10, maxTokens: 100, outputs: 8 }, 0), 800n);
+  assert.equal(
+    worstCaseCost(models, { promptTokens: 0, maxTokens: null, outputs: 3 }, 0),
+    BigInt(3 * DEFAULT_OUTPUT_CAP),
+  );
+});
+
 const PRICED = [model(1_000_000n, 1_000_000n)];
 
 Deno.test("admit reserves the free bound first, and never counts the prompt when it fits", async () => {

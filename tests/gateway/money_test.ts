@@ -104,6 +104,66 @@ Deno.test("a balance that cannot cover the worst case gets a 402 insufficient_qu
   }
 });
 
+Deno.test("n choices reserve n times the output: a balance for one choice cannot ask for two", async () => {
+  const stack = await startStack();
+  const fake = await priced(stack);
+  try {
+    // Enough for one request's worst case, not for two choices of it.
+    const { secret, accountId } = await stack.createKey({ balance: "0.015" });
+    const ask = (n: number) =>
+      fetch(`${stack.gatewayUrl}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" },
+        body: JSON.stringify({
+          model: MODEL,
+          n,
+          max_tokens: MAX_TOKENS,
+          messages: [{ role: "user", content: "hi" }],
+        }),
+      });
+    const two = await ask(2);
+    assert.equal(two.status, 402, await two.clone().text());
+    assert.equal((await two.json()).error.code, "insufficient_quota");
+    assert.equal(fake.served, 0);
+    const one = await ask(1);
+    assert.equal(one.status, 200, await one.clone().text());
+    await one.body?.cancel();
+    assert.equal((await books(stack, accountId)).balance, 1_500_000n - REQUEST_COST);
+  } finally {
+    await fake.close();
+    await stack.close();
+  }
+});
+
+Deno.test("completions reserve best_of outputs for each prompt of a batch, and best_of may not be below n", async () => {
+  const stack = await startStack();
+  const fake = await priced(stack);
+  try {
+    const { secret } = await stack.createKey({ balance: "0.015" });
+    const ask = (body: Record<string, unknown>) =>
+      fetch(`${stack.gatewayUrl}/v1/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: MODEL, max_tokens: MAX_TOKENS, ...body }),
+      });
+    const batch = await ask({ prompt: ["a", "b"] });
+    assert.equal(batch.status, 402, await batch.clone().text());
+    await batch.body?.cancel();
+    const best = await ask({ prompt: "a", best_of: 2 });
+    assert.equal(best.status, 402, await best.clone().text());
+    await best.body?.cancel();
+    const wrong = await ask({ prompt: "a", n: 3, best_of: 2 });
+    assert.equal(wrong.status, 400);
+    const error = (await wrong.json()).error;
+    assert.equal(error.type, "invalid_request_error");
+    assert.equal(error.param, "best_of");
+    assert.equal(fake.served, 0);
+  } finally {
+    await fake.close();
+    await stack.close();
+  }
+});
+
 Deno.test({
   name: "100 concurrent requests through two gateway processes against a balance covering 10",
   ignore: !POSTGRES_URL, // the embedded PGlite is single-process
