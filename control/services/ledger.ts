@@ -52,7 +52,9 @@ const adjustBalanceInput = z.object({
 /**
  * Credits (positive amount) or debits an account by hand: a ledger
  * "adjustment" between its book and system:adjustments, with an audit row,
- * in one transaction. A debit may not take the balance below zero.
+ * in one transaction. A debit may not take the balance below zero, nor below
+ * what the gateways hold reserved against it (their leases): spent plus
+ * reserved never exceeds credits.
  */
 export async function adjustBalance(
   db: Kysely<Database>,
@@ -63,14 +65,24 @@ export async function adjustBalance(
   const { accountId, amount, reason } = parseInput(adjustBalanceInput, input);
   return await db.transaction().execute(async (trx) => {
     const account = isUuid(accountId)
-      ? await trx.selectFrom("accounts").select(["id", "balance"]).where("id", "=", accountId)
-        .forUpdate().executeTakeFirst()
+      ? await trx.selectFrom("accounts").select(["id", "balance", "reserved"])
+        .where("id", "=", accountId).forUpdate().executeTakeFirst()
       : undefined;
     if (!account) throw new NotFoundError(`No account with id "${accountId}"`);
     if (account.balance + amount < 0n) {
       throw new InvalidInputError(
         `amount: a debit of ${formatUsd(-amount, 8)} USD would take the balance ` +
           `(${formatUsd(account.balance, 8)} USD) below zero`,
+        "amount",
+      );
+    }
+    if (amount < 0n && account.balance - account.reserved + amount < 0n) {
+      throw new InvalidInputError(
+        `amount: ${formatUsd(account.reserved, 8)} USD of the balance ` +
+          `(${formatUsd(account.balance, 8)} USD) is reserved by the gateways for requests in ` +
+          `flight and their allowances; debit at most ` +
+          `${formatUsd(account.balance - account.reserved, 8)} USD now, or retry once they ` +
+          `are returned (idle allowances go back within a minute)`,
         "amount",
       );
     }

@@ -8,6 +8,7 @@ import { sql } from "kysely";
 import { loadConfig } from "../../control/config.ts";
 import { verifyAuditChain } from "../../control/services/audit.ts";
 import { createYoga } from "../../control/yoga.ts";
+import { createAllowanceStore } from "../../gateway/billing/allowance_store.ts";
 import { customerBook } from "../../schema/ledger.ts";
 import { deriveServerKeys } from "../../schema/secrets.ts";
 import { executeAs, userWith } from "../helpers/as_actor.ts";
@@ -196,6 +197,32 @@ Deno.test("adjustBalance refuses bad amounts and reasons naming the field, and w
 
     const emptied = await adjust(control, { accountId, amount: "-1" });
     assert.equal(emptied.balance, "0.00000000", "a debit may take the balance to exactly zero");
+  });
+});
+
+Deno.test("adjustBalance does not debit what the gateways hold reserved, and says how much it may", async () => {
+  await withControl(async (control) => {
+    const accountId = await createAccount(control);
+    await adjust(control, { accountId, amount: "1" });
+    // A gateway leases 0.25 USD of it (billing/allowance_store.ts).
+    const lease = await createAllowanceStore(control.database.db.db).grow({
+      accountId,
+      leaseId: null,
+      replicaId: "r",
+      min: 25_000_000n,
+      max: 25_000_000n,
+      share: 1,
+      ttlMs: 60_000,
+    });
+    assert.equal(lease?.amount, 25_000_000n);
+    const before = await entryCount(control);
+    const refused = await adjust(control, { accountId, amount: "-0.80" });
+    assert.equal(refused.__typename, "InvalidInputError");
+    assert.equal(refused.field, "amount");
+    assert.match(refused.message!, /0\.25000000 USD .* reserved .* at most 0\.75000000 USD/);
+    assert.equal(await entryCount(control), before);
+    const debited = await adjust(control, { accountId, amount: "-0.75" });
+    assert.equal(debited.balance, "0.25000000");
   });
 });
 
