@@ -7,6 +7,12 @@
  * back when the account falls idle, and a lease left by a replica that died
  * expires and is swept back.
  *
+ * A lease is used here only while it is surely not yet expired in the
+ * database: until the TTL (less a tenth) from the start of its last
+ * successful growth or renewal. A replica cut off from the database thus
+ * stops reserving from a lease before another replica can sweep it back and
+ * lease that money again.
+ *
  * Per account and replica there is at most one lease, with:
  *   leased = what the lease holds in the database (less charges committed),
  *   held   = open reservations + charges not yet committed.
@@ -37,6 +43,8 @@ export interface AllowanceOptions {
   share: number;
   /** Lease lifetime without renewal; renewed every third of it while held. */
   ttlMs: number;
+  /** Monotonic milliseconds; performance.now() unless a test sets it. */
+  now?: () => number;
   log?: (message: string, error?: unknown) => void;
 }
 
@@ -68,6 +76,8 @@ export interface Allowances {
 
 interface AccountAllowance {
   leaseId: string | null;
+  /** Monotonic time after which the lease may have expired in the database. */
+  usableUntil: number;
   leased: bigint;
   held: bigint;
   /** The balance at the last growth, less charges committed since; null before any. */
@@ -87,12 +97,16 @@ export function createAllowances(options: AllowanceOptions): Allowances {
   const { store } = options;
   const log = options.log ?? ((message, error) => console.error(message, error ?? ""));
   const accounts = new Map<string, AccountAllowance>();
+  const now = options.now ?? (() => performance.now());
+  /** How long a lease renewed (or grown) at `from` is used here: its TTL, less a tenth. */
+  const usableFrom = (from: number) => from + options.ttlMs * 0.9;
 
   const stateOf = (accountId: string) => {
     let state = accounts.get(accountId);
     if (!state) {
       state = {
         leaseId: null,
+        usableUntil: 0,
         leased: 0n,
         held: 0n,
         balance: null,
@@ -106,11 +120,19 @@ export function createAllowances(options: AllowanceOptions): Allowances {
     return state;
   };
 
-  const take = (accountId: string, state: AccountAllowance, amount: bigint) => {
-    if (state.overdrawn) return null;
-    if (state.leaseId === null || state.leased - state.held < amount) return null;
+  const usable = (state: AccountAllowance) =>
+    state.leaseId !== null && !state.overdrawn && now() < state.usableUntil;
+
+  /**
+   * Reserves from the lease in memory. `grown`: right after a growth, which
+   * renewed the lease in the same update (however long the round trip took).
+   */
+  const take = (accountId: string, state: AccountAllowance, amount: bigint, grown = false) => {
+    if (state.leaseId === null || state.overdrawn) return null;
+    if (!grown && now() >= state.usableUntil) return null;
+    if (state.leased - state.held < amount) return null;
     state.held += amount;
-    return { accountId, leaseId: state.leaseId, amount };
+    return { accountId, leaseId: state.leaseId!, amount };
   };
 
   async function reserveSlowly(
@@ -128,10 +150,12 @@ export function createAllowances(options: AllowanceOptions): Allowances {
         if (reserved) return reserved;
         continue;
       }
-      // After an overspend, ask the database even when the lease still holds enough.
-      const local = state.leaseId === null || state.overdrawn ? 0n : state.leased - state.held;
+      // After an overspend, or once the lease may have expired, ask the database
+      // even when the lease still holds enough (growing renews it too).
+      const local = usable(state) ? state.leased - state.held : 0n;
       const missing = amount - local;
       let granted = false;
+      const started = now();
       state.growing = (async () => {
         const lease = await store.grow({
           accountId,
@@ -148,13 +172,14 @@ export function createAllowances(options: AllowanceOptions): Allowances {
         // A swept lease was replaced by a new one: what it held is gone.
         state.leased = lease.id === state.leaseId ? state.leased + lease.granted : lease.amount;
         state.leaseId = lease.id;
+        state.usableUntil = usableFrom(started);
         state.balance = lease.balance;
       })().finally(() => {
         state.growing = null;
       });
       await state.growing;
       if (!granted) return null;
-      const reserved = take(accountId, state, amount);
+      const reserved = take(accountId, state, amount, true);
       if (reserved) return reserved;
     }
   }
@@ -178,10 +203,15 @@ export function createAllowances(options: AllowanceOptions): Allowances {
           if (state.held === 0n && !state.growing && !state.releasing) accounts.delete(accountId);
         } else if (state.held === 0n) {
           await release(state);
-        } else if (!(await store.renew(state.leaseId, options.ttlMs))) {
-          // Swept while held (this replica stalled): later charges settle against the balance alone.
-          state.leaseId = null;
-          state.leased = 0n;
+        } else {
+          const started = now();
+          if (await store.renew(state.leaseId, options.ttlMs)) {
+            state.usableUntil = usableFrom(started);
+          } else {
+            // Swept while held (this replica stalled): later charges settle against the balance alone.
+            state.leaseId = null;
+            state.leased = 0n;
+          }
         }
       } catch (error) {
         log(`Cannot renew or release the allowance of account ${accountId}`, error);

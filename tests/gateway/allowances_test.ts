@@ -187,6 +187,54 @@ Deno.test("an idle allowance is given back, and an expired one is swept back", a
   }
 });
 
+Deno.test("a replica cut off from the database stops reserving from its lease before it can be swept", async () => {
+  const database = await freshDatabase();
+  try {
+    const db = database.db.db;
+    const id = await account(db, 1_000n);
+    const store = createAllowanceStore(db);
+    let down = false;
+    const unreachable = () => Promise.reject(new Error("connection refused"));
+    const cutOff: AllowanceStore = {
+      ...store,
+      grow: (request) => down ? unreachable() : store.grow(request),
+      renew: (leaseId, ttlMs) => down ? unreachable() : store.renew(leaseId, ttlMs),
+    };
+    let clock = 0;
+    const TTL = 60_000;
+    const a = createAllowances({
+      store: cutOff,
+      replicaId: "a",
+      maxGrowth: 1_000n,
+      share: 1,
+      ttlMs: TTL,
+      now: () => clock,
+      log: () => {},
+    });
+    const first = (await a.reserve(id, 100n))!;
+    assert.equal(a.peek(id)?.leased, 1_000n, "the whole balance is leased to replica a");
+    down = true;
+    clock = TTL * 0.5;
+    await a.tick(); // the renewal fails
+    assert.ok(a.reserve(id, 100n), "within its TTL the lease still serves");
+    // Past 90% of the TTL since its last renewal, the lease is not used any
+    // more: the next reservation needs the database, which is unreachable.
+    clock = TTL * 0.9;
+    await assert.rejects(async () => await a.reserve(id, 100n), /connection refused/);
+    // Meanwhile the database expires the lease, and another replica leases the money again.
+    await sql`update allowances set expires_at = now() - interval '1 second'`.execute(db);
+    assert.equal(await store.sweep(), 1);
+    const b = allowances(store, "b");
+    assert.ok(await b.reserve(id, 900n));
+    await assert.rejects(async () => await a.reserve(id, 1n), /connection refused/);
+    a.settle(first, 0n);
+    await b.close();
+    await a.close();
+  } finally {
+    await database.drop();
+  }
+});
+
 type Step =
   | { op: "topup"; amount: number }
   | { op: "reserve"; replica: number; amount: number }
