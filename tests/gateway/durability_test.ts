@@ -10,6 +10,11 @@ import { tokenCost } from "../../schema/money.ts";
 import { type CountingUpstream, startCountingUpstream } from "../helpers/counting_upstream.ts";
 import { POSTGRES_URL } from "../helpers/database.ts";
 import { type PlaneProcess, startPlaneProcess } from "../helpers/process.ts";
+import {
+  postgresBinaries,
+  type ScratchPostgres,
+  startScratchPostgres,
+} from "../helpers/scratch_postgres.ts";
 import { type Stack, startStack, TEST_SECRET, waitFor } from "../helpers/stack.ts";
 import { startTcpProxy } from "../helpers/tcp_proxy.ts";
 
@@ -23,8 +28,12 @@ interface Setup {
   env(extra?: Record<string, string>): Record<string, string>;
 }
 
-async function withSetup(upstream: CountingUpstream, test: (setup: Setup) => Promise<void>) {
-  const stack = await startStack();
+async function withSetup(
+  upstream: CountingUpstream,
+  test: (setup: Setup) => Promise<void>,
+  serverUrl?: string,
+) {
+  const stack = await startStack({ serverUrl });
   const spoolDir = await Deno.makeTempDir({ prefix: "tollgate-durability-" });
   try {
     await stack.addModel({
@@ -205,6 +214,20 @@ Deno.test({
  */
 async function outage(mode: "stall" | "reset" | "stop") {
   const upstream = startCountingUpstream({ delayMs: 5, chunks: 3 });
+  // Stopping a server stops it for every client: that test has a server of its own.
+  const scratch = mode === "stop" ? await startScratchPostgres() : null;
+  try {
+    await outageOn(mode, upstream, scratch);
+  } finally {
+    await scratch?.close();
+  }
+}
+
+async function outageOn(
+  mode: "stall" | "reset" | "stop",
+  upstream: CountingUpstream,
+  scratch: ScratchPostgres | null,
+) {
   await withSetup(upstream, async ({ stack, secret, spoolDir, env }) => {
     const database = new URL(stack.database.url!);
     const proxy = startTcpProxy({
@@ -227,12 +250,12 @@ async function outage(mode: "stall" | "reset" | "stop") {
     try {
       const load = startLoad(gateway.url, secret);
       await waitFor(() => upstream.answered.length >= 50, 20_000);
-      if (mode === "stop") await postgresCluster("stop");
+      if (mode === "stop") await scratch!.stop();
       else proxy.cut(mode);
       const answeredAtCut = upstream.answered.length;
       await new Promise((resolve) => setTimeout(resolve, 3_000));
       const answeredInOutage = upstream.answered.length - answeredAtCut;
-      if (mode === "stop") await postgresCluster("start");
+      if (mode === "stop") await scratch!.start();
       else proxy.restore();
       await new Promise((resolve) => setTimeout(resolve, 300));
       await load.stop();
@@ -268,7 +291,7 @@ async function outage(mode: "stall" | "reset" | "stop") {
       await gateway.stop();
       await proxy.close();
     }
-  });
+  }, scratch?.url);
 }
 
 Deno.test({
@@ -286,23 +309,13 @@ Deno.test({
   fn: () => outage("reset"),
 });
 
-// Stops the real server, so every other client of it sees the outage too:
-// run by hand (TOLLGATE_TEST_STOP_POSTGRES=1, as root on a Debian cluster),
-// never in CI, where the suite shares the server.
+// On a scratch server (tests/helpers/scratch_postgres.ts): stopping the
+// shared one would stop it for the rest of the suite too.
 Deno.test({
   name: "when Postgres is stopped mid-load and started again, every answer is billed",
-  ignore: !POSTGRES_URL || Deno.env.get("TOLLGATE_TEST_STOP_POSTGRES") !== "1",
+  ignore: !POSTGRES_URL || postgresBinaries() === null,
   fn: () => outage("stop"),
 });
-
-async function postgresCluster(action: "stop" | "start"): Promise<void> {
-  const [version] = [...Deno.readDirSync("/etc/postgresql")].map((entry) => entry.name);
-  const args = ["--skip-systemctl-redirect", version!, "main", action];
-  if (action === "stop") args.push("--", "-m", "fast");
-  const { code, stderr } = await new Deno.Command("pg_ctlcluster", { args, stderr: "piped" })
-    .output();
-  assert.equal(code, 0, new TextDecoder().decode(stderr));
-}
 
 /** Sends one streamed request and returns its reader once the first bytes arrived. */
 async function openStream(gateway: PlaneProcess, secret: string) {

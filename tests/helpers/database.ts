@@ -1,6 +1,7 @@
 /**
  * A fresh database for one test stack: in-memory PGlite by default, or a new
- * Postgres database (dropped afterwards) on the server in DATABASE_URL.
+ * Postgres database (dropped afterwards) on the server in DATABASE_URL (or
+ * `serverUrl`).
  */
 import postgres from "postgres";
 import { createDb, type Db } from "../../schema/db.ts";
@@ -15,16 +16,19 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-export async function freshDatabase(options: { migrate?: boolean } = {}): Promise<TestDatabase> {
-  if (!POSTGRES_URL) {
+export async function freshDatabase(
+  options: { migrate?: boolean; serverUrl?: string } = {},
+): Promise<TestDatabase> {
+  const server = options.serverUrl ?? POSTGRES_URL;
+  if (!server) {
     const db = await createDb({ dataDir: "memory://" });
     if (options.migrate !== false) await migrateToLatest(db.db);
     return { db, drop: () => db.close() };
   }
   const name = `tollgate_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
-  const admin = postgres(POSTGRES_URL, { max: 1, onnotice: () => {} });
+  const admin = postgres(server, { max: 1, onnotice: () => {} });
   await admin.unsafe(`create database ${name}`);
-  const url = new URL(POSTGRES_URL);
+  const url = new URL(server);
   url.pathname = `/${name}`;
   const db = await createDb({ databaseUrl: url.href, dataDir: "memory://", maxConnections: 5 });
   if (options.migrate !== false) await migrateToLatest(db.db);

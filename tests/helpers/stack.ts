@@ -97,10 +97,12 @@ export interface StackOptions {
   backoff?: { baseMs: number; maxMs: number; maxRetryAfterMs: number };
   /** Peers whose X-Forwarded-For the gateway believes (TOLLGATE_TRUSTED_PROXIES). */
   trustedProxies?: readonly IpRange[];
+  /** A Postgres server other than DATABASE_URL's to make the stack's database on. */
+  serverUrl?: string;
 }
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
-  const database = await freshDatabase();
+  const database = await freshDatabase({ serverUrl: options.serverUrl });
   const db = database.db;
   await seedMockProvider(db.db);
   const keys = deriveServerKeys(TEST_SECRET);
