@@ -60,9 +60,16 @@ export interface Allowances {
   /** Charges the ledger committed against a lease (see consumeLeases). */
   committed(accountId: string, leaseId: string, amount: bigint): void;
   /** What is leased and held for an account, for tests and metrics. */
-  peek(
-    accountId: string,
-  ): { leaseId: string | null; leased: bigint; held: bigint; overdrawn: boolean } | undefined;
+  peek(accountId: string):
+    | {
+      leaseId: string | null;
+      leased: bigint;
+      held: bigint;
+      overdrawn: boolean;
+      /** Whether the lease is still used in memory (not past 90% of its TTL). */
+      usable: boolean;
+    }
+    | undefined;
   /**
    * The balance as this replica knows it: the database's at the last lease
    * growth, less this replica's charges since (other replicas' are not seen).
@@ -262,6 +269,7 @@ export function createAllowances(options: AllowanceOptions): Allowances {
         leased: state.leased,
         held: state.held,
         overdrawn: state.overdrawn,
+        usable: usable(state),
       };
     },
     tick,
