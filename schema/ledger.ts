@@ -15,13 +15,14 @@ import type { Database, LedgerEntriesTable } from "./database.ts";
 /**
  * revenue: operator fees; provider_costs: what is owed to upstream providers;
  * adjustments: the other side of an operator's manual adjustment; payments:
- * money received.
+ * money received; refunds: charges the operator gave back (against revenue).
  */
 export const SYSTEM_BOOKS = [
   "system:revenue",
   "system:provider_costs",
   "system:adjustments",
   "system:payments",
+  "system:refunds",
 ] as const;
 export type SystemBook = (typeof SYSTEM_BOOKS)[number];
 /** An account's own book; its entries sum to the account's balance. */

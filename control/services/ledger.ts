@@ -112,6 +112,101 @@ export async function adjustBalance(
   });
 }
 
+export interface RefundRequestInput {
+  requestId: string;
+  reason: string;
+}
+
+export interface RequestRefund {
+  requestId: string;
+  accountId: string;
+  transactionId: string;
+  /** What the request was charged and is given back, in microcents. */
+  amount: bigint;
+  /** The balance after the refund (now, when it was refunded before). */
+  balance: bigint;
+  /** False when the request had been refunded before: nothing was written. */
+  created: boolean;
+}
+
+const refundRequestInput = z.object({
+  requestId: textField(100),
+  reason: textField(500),
+});
+
+/**
+ * Gives back what one request was charged (operators only): a "refund"
+ * transaction crediting the customer's book against system:refunds, posted
+ * once per request id (refunding again returns the first refund), with an
+ * audit row, in one transaction. A Standard request gets its cost and fee
+ * back, a BYOK request its routing fee. The key's spend goes down by as much,
+ * so a key spend limit counts only what the key still costs.
+ */
+export async function refundRequest(
+  db: Kysely<Database>,
+  input: RefundRequestInput,
+  options: { actor: Actor; audit: AuditMeta },
+): Promise<RequestRefund> {
+  requireOperator(options.actor, "refund a request");
+  const { requestId, reason } = parseInput(refundRequestInput, input);
+  return await db.transaction().execute(async (trx) => {
+    const usage = await trx.selectFrom("usage_events")
+      .select(["request_id", "account_id", "api_key_id", "billing_mode", "cost", "fee"])
+      .select("ledger_transaction_id")
+      .where("request_id", "=", requestId).executeTakeFirst();
+    if (!usage) {
+      throw new NotFoundError(
+        `No request with id "${requestId}" is metered (a request's usage is written within ` +
+          "seconds of its end)",
+      );
+    }
+    const amount = usage.billing_mode === "byok" ? usage.fee : BigInt(usage.cost) + usage.fee;
+    if (usage.ledger_transaction_id === null || amount <= 0n) {
+      throw new InvalidInputError(
+        `requestId: request "${requestId}" was not charged, so there is nothing to refund`,
+        "requestId",
+      );
+    }
+    // Locks the account first, as settlement does (accounts, then keys).
+    const posted = await postTransaction(trx, {
+      kind: "refund",
+      reference: requestId,
+      entries: [
+        { book: customerBook(usage.account_id), amount },
+        { book: "system:refunds", accountId: usage.account_id, amount: -amount },
+      ],
+      memo: reason,
+    });
+    const balance = posted.balances.get(usage.account_id)!;
+    const refund = {
+      requestId,
+      accountId: usage.account_id,
+      transactionId: posted.transactionId,
+      amount: -posted.entries.find((e) => e.book === "system:refunds")!.amount,
+      balance,
+      created: posted.created,
+    };
+    if (!posted.created) return refund;
+    await trx.updateTable("api_keys")
+      .set((eb) => ({ spent: sql<bigint>`greatest(${eb.ref("spent")} - ${amount}, 0)` }))
+      .where("id", "=", usage.api_key_id).execute();
+    await recordAudit(trx, {
+      ...options.audit,
+      action: "request.refund",
+      targetType: "request",
+      targetId: requestId,
+      accountId: usage.account_id,
+      diff: {
+        amount: formatUsd(amount, 8),
+        reason,
+        transactionId: posted.transactionId,
+        balance: [formatUsd(balance - amount, 8), formatUsd(balance, 8)],
+      },
+    });
+    return refund;
+  });
+}
+
 const LIST = "ledger_entry";
 
 /** An entry's cursor: its id (entries are only ever appended, in id order). */

@@ -12,6 +12,8 @@ import {
   listLedgerEntries,
   reconcileLedger,
   type Reconciliation,
+  refundRequest,
+  type RequestRefund,
 } from "../../services/ledger.ts";
 import { auditMeta, builder } from "../builder.ts";
 import { keysetConnection } from "../connections.ts";
@@ -113,6 +115,41 @@ builder.mutationField("adjustBalance", (t) =>
     args: { input: t.arg({ type: AdjustBalanceInput, required: true }) },
     resolve: (_root, { input }, ctx) =>
       adjustBalance(ctx.db, input, { actor: ctx.actor, audit: auditMeta(ctx) }),
+  }));
+
+const RequestRefundRef = builder.objectRef<RequestRefund>("RequestRefund").implement({
+  description: "What one request was charged, given back to its account: a refund " +
+    "transaction against system:refunds, posted once per request.",
+  fields: (t) => ({
+    requestId: t.exposeString("requestId"),
+    accountId: t.exposeID("accountId"),
+    transactionId: t.exposeID("transactionId"),
+    amount: t.expose("amount", { type: "Money", description: "What was given back." }),
+    balance: t.expose("balance", { type: "Money", description: "The balance after it." }),
+    created: t.exposeBoolean("created", {
+      description: "False when the request had been refunded before (nothing was written; " +
+        "this is the first refund).",
+    }),
+  }),
+});
+
+const RefundRequestInput = builder.inputType("RefundRequestInput", {
+  fields: (t) => ({
+    requestId: t.string({ required: true, description: "The request's x-request-id." }),
+    reason: t.string({ required: true, description: "Why; kept as the entries' memo." }),
+  }),
+});
+
+builder.mutationField("refundRequest", (t) =>
+  t.field({
+    type: RequestRefundRef,
+    description: "Gives back what a request was charged: its cost and fee in Standard mode, " +
+      "its routing fee in BYOK mode (operators only; audited). The key's spend goes down by " +
+      "as much. Refunding a request again returns the first refund.",
+    errors: { types: [InvalidInputError, NotFoundError, ForbiddenError] },
+    args: { input: t.arg({ type: RefundRequestInput, required: true }) },
+    resolve: (_root, { input }, ctx) =>
+      refundRequest(ctx.db, input, { actor: ctx.actor, audit: auditMeta(ctx) }),
   }));
 
 builder.queryField("ledgerEntries", (t) =>
