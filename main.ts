@@ -12,6 +12,7 @@ import { migrateToLatest } from "./migrations/mod.ts";
 import { ConfigError } from "./schema/config.ts";
 import { createDb } from "./schema/db.ts";
 import { loadServerKeys } from "./schema/secrets.ts";
+import { stopOnSignals } from "./schema/shutdown.ts";
 
 const env = Deno.env.toObject();
 const problems: string[] = [];
@@ -65,11 +66,10 @@ if (generated) {
   Use it as 'Authorization: Bearer <token>' on the control plane.`);
 }
 
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  Deno.addSignalListener(signal, async () => {
-    await gateway.shutdown();
-    await control.shutdown();
-    await db.close();
-    Deno.exit(0);
-  });
-}
+/** How long flushing and closing may take after the drain; the spool keeps what is left. */
+const CLOSE_GRACE_MS = 15_000;
+stopOnSignals(async () => {
+  await gateway.shutdown();
+  await control.shutdown();
+  await db.close();
+}, gatewayConfig.drainTimeoutMs + CLOSE_GRACE_MS);

@@ -2,6 +2,7 @@
 import { createDb } from "../schema/db.ts";
 import { ConfigError } from "../schema/config.ts";
 import { loadServerKeys } from "../schema/secrets.ts";
+import { stopOnSignals } from "../schema/shutdown.ts";
 import { migrateToLatest } from "../migrations/mod.ts";
 import { ensureAdminToken } from "./auth.ts";
 import { loadConfig } from "./config.ts";
@@ -39,13 +40,9 @@ if (generated) {
 const control = await startControl({ db: database.db, keys, config });
 console.log(`Tollgate control plane: ${control.url}/graphql`);
 
-let stopping = false;
-async function stop(): Promise<void> {
-  if (stopping) return;
-  stopping = true;
+/** How long closing may take; a stuck database does not keep the process up. */
+const CLOSE_DEADLINE_MS = 15_000;
+stopOnSignals(async () => {
   await control.shutdown();
   await database.close();
-  Deno.exit(0);
-}
-Deno.addSignalListener("SIGINT", stop);
-Deno.addSignalListener("SIGTERM", stop);
+}, CLOSE_DEADLINE_MS);

@@ -4,6 +4,7 @@
 import { ConfigError } from "../schema/config.ts";
 import { createDb } from "../schema/db.ts";
 import { loadServerKeys } from "../schema/secrets.ts";
+import { stopOnSignals } from "../schema/shutdown.ts";
 import { migrateToLatest } from "../migrations/mod.ts";
 import { loadConfig } from "./config.ts";
 import { seedMockProvider } from "./providers/mock_seed.ts";
@@ -31,17 +32,7 @@ console.log(`Tollgate gateway listening on ${gateway.url}/v1`);
 
 /** How long flushing and closing may take after the drain; the spool keeps what is left. */
 const CLOSE_GRACE_MS = 15_000;
-let stopping = false;
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  Deno.addSignalListener(signal, async () => {
-    if (stopping) return;
-    stopping = true;
-    setTimeout(() => {
-      console.error("Shutdown is stuck (on the database?); exiting, the spool keeps the usage");
-      Deno.exit(1);
-    }, config.drainTimeoutMs + CLOSE_GRACE_MS);
-    await gateway.shutdown();
-    await db.close();
-    Deno.exit(0);
-  });
-}
+stopOnSignals(async () => {
+  await gateway.shutdown();
+  await db.close();
+}, config.drainTimeoutMs + CLOSE_GRACE_MS);
