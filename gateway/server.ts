@@ -123,7 +123,7 @@ export async function startGateway(deps: GatewayDeps): Promise<GatewayServer> {
     freeRequests: config.billing?.byokFreeRequests ?? 1_000_000,
     log,
   });
-  // Any replica may reclaim the leases of one that died: the sweep is one conditional statement.
+  // Any replica may reclaim the leases of one that died; one at a time does (sweepLock).
   const sweeper = setInterval(() => {
     store.sweep().catch((error) => log("Cannot sweep expired allowances", error));
     pools.sweep().catch((error) => log("Cannot sweep expired key or BYOK allowances", error));

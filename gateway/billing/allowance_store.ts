@@ -128,6 +128,7 @@ export function createAllowanceStore(db: Kysely<Database>): AllowanceStore {
 
     async sweep() {
       return await db.transaction().execute(async (trx) => {
+        if (!await sweepLock(trx, "balance")) return 0;
         // now() is the transaction's start: both statements see the same expired leases.
         await sql`
           select 1 from accounts where id in (
@@ -152,6 +153,18 @@ export function createAllowanceStore(db: Kysely<Database>): AllowanceStore {
       });
     },
   };
+}
+
+/**
+ * Whether this transaction sweeps leases of `kind`: every gateway runs the
+ * sweeper (a fleet reclaims a dead replica's leases whether or not a control
+ * plane runs), and one at a time does the work; the others skip that round.
+ */
+export async function sweepLock(trx: Kysely<Database>, kind: string): Promise<boolean> {
+  const { rows } = await sql<{ locked: boolean }>`
+    select pg_try_advisory_xact_lock(hashtext(${`tollgate:sweep:${kind}`})) as locked
+  `.execute(trx);
+  return rows[0]?.locked === true;
 }
 
 /** Pushes a lease's expiry out, whatever its kind; false when it is gone (swept). */

@@ -19,6 +19,7 @@ import {
   type GrowRequest,
   type Lease,
   renewLease,
+  sweepLock,
 } from "./allowance_store.ts";
 
 /** The subject a month's free requests are leased under: `<account id>:<YYYY-MM>`. */
@@ -135,6 +136,7 @@ export function createByokFreeStore(
 
     async sweep() {
       return await db.transaction().execute(async (trx) => {
+        if (!await sweepLock(trx, "byok_free")) return 0;
         await sql`
           select 1 from byok_monthly_usage m join allowances a
             on a.account_id = m.account_id and a.period = m.month

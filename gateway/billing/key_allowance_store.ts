@@ -13,7 +13,7 @@
  */
 import { type Kysely, sql } from "kysely";
 import type { Database } from "../../schema/database.ts";
-import { type AllowanceStore, renewLease } from "./allowance_store.ts";
+import { type AllowanceStore, renewLease, sweepLock } from "./allowance_store.ts";
 
 export function createKeyAllowanceStore(db: Kysely<Database>): AllowanceStore {
   return {
@@ -85,6 +85,7 @@ export function createKeyAllowanceStore(db: Kysely<Database>): AllowanceStore {
 
     async sweep() {
       return await db.transaction().execute(async (trx) => {
+        if (!await sweepLock(trx, "key_limit")) return 0;
         await sql`
           select 1 from api_keys where id in (
             select api_key_id from allowances where expires_at < now() and kind = 'key_limit'
