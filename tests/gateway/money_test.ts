@@ -3,11 +3,12 @@
  * processes, and every answered request is charged through the ledger.
  */
 import assert from "node:assert/strict";
-import { sql } from "kysely";
+import { type Kysely, sql } from "kysely";
+import type { Database } from "../../schema/database.ts";
 import { POSTGRES_URL } from "../helpers/database.ts";
 import { completion, startFakeUpstream } from "../helpers/fake_upstream.ts";
 import { type PlaneProcess, startPlaneProcess } from "../helpers/process.ts";
-import { type Stack, startStack, TEST_SECRET } from "../helpers/stack.ts";
+import { type Stack, startStack, TEST_SECRET, waitFor } from "../helpers/stack.ts";
 
 const MODEL = "priced-model";
 /** Output at 1 USD per million tokens = 100 microcents a token; input is free. */
@@ -63,6 +64,19 @@ async function books(stack: Stack, accountId: string) {
     reserved: BigInt(row.reserved),
     entries: BigInt(row.entries),
   };
+}
+
+/** A gateway in a process of its own on the stack's database, as `deno task gateway` runs it. */
+async function startGatewayProcess(stack: Stack): Promise<PlaneProcess> {
+  return await startPlaneProcess("gateway/main.ts", {
+    DATABASE_URL: stack.database.url!,
+    TOLLGATE_SECRET: TEST_SECRET,
+    TOLLGATE_GATEWAY_PORT: "0",
+    TOLLGATE_HOST: "127.0.0.1",
+    TOLLGATE_USAGE_FLUSH_MS: "20",
+    // Its own spool: the repository's must not collect (and later replay) test events.
+    TOLLGATE_SPOOL_DIR: await Deno.makeTempDir({ prefix: "tollgate-spool-" }),
+  });
 }
 
 Deno.test("a billed answer carries its mode, cost and balance, and the ledger charges it once", async () => {
@@ -172,15 +186,10 @@ Deno.test({
     const fake = await priced(stack);
     let other: PlaneProcess | undefined;
     try {
-      other = await startPlaneProcess("gateway/main.ts", {
-        DATABASE_URL: stack.database.url!,
-        TOLLGATE_SECRET: TEST_SECRET,
-        TOLLGATE_GATEWAY_PORT: "0",
-        TOLLGATE_HOST: "127.0.0.1",
-        TOLLGATE_SPOOL_DIR: await Deno.makeTempDir({ prefix: "tollgate-spool-" }),
-      });
+      other = await startGatewayProcess(stack);
       // 10 requests' worth, and half of an eleventh.
       const { secret, accountId } = await stack.createKey({ balance: "0.11077500" });
+      await knows(other.url, secret); // createKey waited for this gateway only
       const urls = [stack.gatewayUrl, other.url];
       const statuses = await Promise.all(
         Array.from({ length: 100 }, async (_, i) => {
@@ -210,30 +219,178 @@ Deno.test({
   },
 });
 
+/** Each request reserves (and costs) 1,055,000: 60% of this balance, 1,758,334. */
+const SIXTY_PERCENT_OF = "0.01758334";
+const ROUNDS = 50;
+
 Deno.test({
-  name:
-    "two requests that each need 60% of a balance, run together many times: exactly one is admitted",
+  name: "two requests that each need 60% of a balance, sent together through two gateway " +
+    `processes ${ROUNDS} times: exactly one is admitted each time, and charged once`,
   ignore: !POSTGRES_URL,
   async fn() {
     const stack = await startStack();
     const fake = await priced(stack);
+    const gateways: PlaneProcess[] = [];
     try {
-      for (let round = 0; round < 10; round++) {
-        // Each request reserves (and costs) 1,055,000: 60% of 1,758,334.
-        const { secret } = await stack.createKey({ balance: "0.01758334" });
-        const statuses = await Promise.all([
-          ask(stack.gatewayUrl, secret),
-          ask(stack.gatewayUrl, secret),
-        ].map(async (pending) => {
-          const response = await pending;
-          await response.body?.cancel();
-          return response.status;
-        }));
-        assert.deepEqual(statuses.sort(), [200, 402], `round ${round}`);
+      gateways.push(
+        ...await Promise.all([startGatewayProcess(stack), startGatewayProcess(stack)]),
+      );
+      const db = stack.database.db.db;
+      // A fresh account each round: neither gateway holds a lease on it, so both must
+      // lease from the database, where only the conditional update can refuse one.
+      const accounts: { accountId: string; secret: string }[] = [];
+      for (let round = 0; round < ROUNDS; round++) {
+        accounts.push(await stack.createKey({ balance: SIXTY_PERCENT_OF }));
       }
+      for (const gateway of gateways) {
+        for (const { secret } of accounts) await knows(gateway.url, secret);
+      }
+      // Each gateway serves once first, so no round races a cold connection pool.
+      const warm = await stack.createKey({ balance: "1" });
+      for (const gateway of gateways) {
+        await knows(gateway.url, warm.secret);
+        const response = await ask(gateway.url, warm.secret);
+        assert.equal(response.status, 200, await response.text());
+      }
+      const served = fake.served;
+
+      const admitted = [0, 0];
+      for (let round = 0; round < ROUNDS; round++) {
+        const { accountId, secret } = accounts[round]!;
+        // Which gateway goes first alternates every two rounds, so each kind of round has both.
+        const order = Math.floor(round / 2) % 2 === 0 ? [0, 1] : [1, 0];
+        // Even rounds queue both lease growths on the account's row lock before either
+        // runs; odd ones send both at once and let them meet in the database as they may.
+        const queued = round % 2 === 0;
+        const sends = order.map((i) => () => ask(gateways[i]!.url, secret));
+        const responses = queued
+          ? await queuedOnRow(db, accountId, sends)
+          : await Promise.all(sends.map((send) => send()));
+        const answers = await Promise.all(responses.map(async (response, k) => ({
+          gateway: order[k]!,
+          response,
+          body: await response.text(),
+        })));
+        const what = `round ${round} (${queued ? "queued on the row" : "sent together"}, ` +
+          `gateway ${order[0]} first): ${
+            JSON.stringify(answers.map((a) => [a.gateway, a.response.status, a.body]))
+          }`;
+        const statuses = answers.map((a) => a.response.status);
+        assert.deepEqual([...statuses].sort(), [200, 402], what);
+        const winner = answers.find((a) => a.response.status === 200)!;
+        const loser = answers.find((a) => a.response.status === 402)!;
+        assert.equal(loser.response.headers.get("x-should-retry"), "false", what);
+        assert.equal(JSON.parse(loser.body).error.code, "insufficient_quota", what);
+        assert.equal(winner.response.headers.get("x-tollgate-cost"), "0.010550", what);
+        assert.equal(fake.served, served + round + 1, `${what}: upstream calls`);
+        admitted[winner.gateway]!++;
+
+        await assertChargedOnce(stack, accountId, gateways[winner.gateway]!, what);
+      }
+      // Both gateways won rounds, and lost rounds.
+      assert.ok(admitted.every((n) => n > 0), `admitted per gateway: ${admitted}`);
+
+      for (const gateway of gateways.splice(0)) {
+        assert.ok((await gateway.stop()).success, "a gateway did not stop cleanly");
+      }
+      const { rows } = await sql<{ leases: string; reserved: string; ledger: string }>`
+        select (select count(*) from allowances)::text as leases,
+          (select coalesce(sum(reserved), 0) from accounts)::text as reserved,
+          (select coalesce(sum(amount), 0) from ledger_entries)::text as ledger
+      `.execute(db);
+      assert.deepEqual(rows[0], { leases: "0", reserved: "0", ledger: "0" }, "after shutdown");
     } finally {
+      await Promise.all(gateways.map((gateway) => gateway.stop()));
       await fake.close();
       await stack.close();
     }
   },
 });
+
+/** Waits until a gateway (in its own process) has loaded a key, through NOTIFY. */
+async function knows(url: string, secret: string): Promise<void> {
+  await waitFor(async () => {
+    const response = await fetch(`${url}/v1/models`, {
+      headers: { authorization: `Bearer ${secret}` },
+    });
+    await response.body?.cancel();
+    return response.status === 200;
+  }, 10_000);
+}
+
+/**
+ * Sends the requests while holding the account's row lock, each once the one
+ * before is waiting on that lock, and lets go once all are: their lease
+ * growths are then queued on the row, in the order sent, and contend for it
+ * at the same moment.
+ */
+async function queuedOnRow(
+  db: Kysely<Database>,
+  accountId: string,
+  sends: (() => Promise<Response>)[],
+): Promise<Response[]> {
+  const pending: Promise<Response>[] = [];
+  await db.transaction().execute(async (trx) => {
+    await sql`select 1 from accounts where id = ${accountId} for update`.execute(trx);
+    for (const send of sends) {
+      pending.push(send());
+      const waiting = pending.length;
+      await waitFor(async () => (await lockWaiters(db)) >= waiting, 5_000, 2);
+    }
+  });
+  return await Promise.all(pending);
+}
+
+/** Statements of this database waiting on a lock (here: the gateways' lease growths). */
+async function lockWaiters(db: Kysely<Database>): Promise<number> {
+  const { rows } = await sql<{ n: number }>`
+    select count(*)::int as n from pg_stat_activity
+    where datname = current_database() and wait_event_type = 'Lock'
+  `.execute(db);
+  return rows[0]!.n;
+}
+
+/**
+ * Once settled, the account was charged one request, through the ledger,
+ * against a lease of `winner` that the charge used up (the other gateway
+ * holds none), and its balance is what was credited less that charge (so
+ * never below zero).
+ */
+async function assertChargedOnce(
+  stack: Stack,
+  accountId: string,
+  winner: PlaneProcess,
+  what: string,
+): Promise<void> {
+  const db = stack.database.db.db;
+  await waitFor(async () => (await charges(db, accountId)).length > 0, 5_000);
+  assert.deepEqual(await charges(db, accountId), [{ status: 200, cost: REQUEST_COST }], what);
+  const { balance, reserved, entries } = await books(stack, accountId);
+  assert.equal(balance, 1_758_334n - REQUEST_COST, `${what}: the balance`);
+  assert.equal(entries, balance, `${what}: the ledger does not reconcile`);
+  assert.equal(reserved, 0n, `${what}: still reserved after the charge`);
+  const replica = `${Deno.hostname()}:${winner.process.pid}:`;
+  for (const lease of await leases(db, accountId)) {
+    assert.ok(lease.replica.startsWith(replica), `${what}: a lease of the refusing gateway`);
+    assert.equal(lease.amount, 0n, `${what}: a lease still holds money`);
+  }
+}
+
+/** The account's charged requests: usage rows the ledger posted. */
+async function charges(db: Kysely<Database>, accountId: string) {
+  const rows = await db.selectFrom("usage_events")
+    .select(["status", "cost", "fee"])
+    .where("account_id", "=", accountId)
+    .where("ledger_transaction_id", "is not", null)
+    .execute();
+  return rows.map((r) => ({ status: r.status, cost: BigInt(r.cost) + BigInt(r.fee) }));
+}
+
+/** The account's leases, of every kind, and the replica holding each. */
+async function leases(db: Kysely<Database>, accountId: string) {
+  const rows = await db.selectFrom("allowances")
+    .select(["replica_id", "amount"])
+    .where("account_id", "=", accountId)
+    .execute();
+  return rows.map((r) => ({ replica: r.replica_id, amount: BigInt(r.amount) }));
+}

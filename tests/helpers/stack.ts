@@ -14,6 +14,7 @@ import { seedMockProvider } from "../../gateway/providers/mock_seed.ts";
 import { type GatewayServer, startGateway } from "../../gateway/server.ts";
 import { deriveServerKeys } from "../../schema/secrets.ts";
 import type { IpRange } from "../../schema/ip_ranges.ts";
+import type { BillingConfig } from "../../schema/config.ts";
 import { freshDatabase, type TestDatabase } from "./database.ts";
 
 export const TEST_SECRET = "test-secret-".padEnd(48, "x");
@@ -54,6 +55,8 @@ export interface AddModelOptions {
   upstreamName: string;
   inputPrice?: string;
   outputPrice?: string;
+  /** USD per million cached input tokens; the input price if unset. */
+  cachedInputPrice?: string;
 }
 
 /**
@@ -99,6 +102,11 @@ export interface StackOptions {
   trustedProxies?: readonly IpRange[];
   /** A Postgres server other than DATABASE_URL's to make the stack's database on. */
   serverUrl?: string;
+  /**
+   * The gateway's operator fee, BYOK routing fee and free BYOK requests
+   * (TOLLGATE_STANDARD_FEE_BPS and its kin); their defaults if unset.
+   */
+  billing?: BillingConfig;
 }
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
@@ -128,6 +136,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       usageFlushMs: options.usageFlushMs ?? 20,
       usageBatchSize: 100,
       trustedProxies: options.trustedProxies,
+      billing: options.billing,
     },
   });
 
@@ -217,6 +226,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
             upstreamName: o.upstreamName,
             inputPrice: o.inputPrice ?? "1",
             outputPrice: o.outputPrice ?? "2",
+            cachedInputPrice: o.cachedInputPrice,
           },
         },
       );
