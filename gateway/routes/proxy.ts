@@ -205,8 +205,18 @@ export async function proxy(
   };
   if (resolved.route) headers["x-tollgate-route"] = resolved.route.name;
   if (spec.dialect === "anthropic") headers["request-id"] = ctx.requestId;
-  // Streams carry the mode only: their cost is known when they end (the usage row has it).
+  // A stream's headers leave before its cost is known: it carries the mode, and
+  // its cost and balance come last in the stream, as SSE comments (costLines).
   if (billing) headers["x-tollgate-mode"] = admission?.billing.mode ?? "standard";
+  /** The cost and (Standard mode) the balance after a charge, by header name. */
+  const billed = (charge: bigint): [string, string][] => {
+    const lines: [string, string][] = [["x-tollgate-cost", formatUsd(charge)]];
+    const balance = admission?.billing.mode === "byok"
+      ? null
+      : billing!.allowances.balance(ctx.key!.accountId);
+    if (balance !== null) lines.push(["x-tollgate-balance", formatUsd(balance)]);
+    return lines;
+  };
 
   if (!reply.stream) {
     let usage = parseUsage(reply.json.usage);
@@ -222,13 +232,7 @@ export async function proxy(
       estimated,
       ttfbMs: ctx.now() - ctx.startedAt,
     });
-    if (billing) {
-      headers["x-tollgate-cost"] = formatUsd(charge);
-      const balance = admission?.billing.mode === "byok"
-        ? null
-        : billing.allowances.balance(ctx.key!.accountId);
-      if (balance !== null) headers["x-tollgate-balance"] = formatUsd(balance);
-    }
+    if (billing) { for (const [name, value] of billed(charge)) headers[name] = value; }
     headers["content-type"] = "application/json";
     const text = translation ? JSON.stringify(translation.json(reply.json, target)) : reply.text;
     return new Response(text, { status: 200, headers });
@@ -252,10 +256,12 @@ export async function proxy(
           })
         }\n\n`;
     },
-    onEnd: (end) => {
+    onEnd: async (end) => {
       if (end.reason === "done") served.release();
       else served.abort();
-      void meterStreamEnd(ctx, deps, { spec, target, end, meter });
+      const charge = await meterStreamEnd(ctx, deps, { spec, target, end, meter });
+      if (!billing || end.reason === "client_cancelled") return null;
+      return costLines([["x-tollgate-mode", headers["x-tollgate-mode"]!], ...billed(charge)]);
     },
   });
   headers["content-type"] = "text/event-stream; charset=utf-8";
@@ -264,7 +270,19 @@ export async function proxy(
   return new Response(body, { status: 200, headers });
 }
 
-/** Meters a finished stream; a stream without reported usage is estimated, never zero. */
+/**
+ * A stream's billing, sent after its last event as SSE comments, which
+ * clients skip: `: x-tollgate-cost: 0.000123`, one per line, as the headers
+ * of an answer that is not streamed would say.
+ */
+export function costLines(lines: readonly [string, string][]): string {
+  return lines.map(([name, value]) => `: ${name}: ${value}\n`).join("") + "\n";
+}
+
+/**
+ * Meters a finished stream; a stream without reported usage is estimated,
+ * never zero. Returns what it was charged.
+ */
 async function meterStreamEnd(
   ctx: RequestContext,
   deps: RouteDeps,
@@ -274,7 +292,7 @@ async function meterStreamEnd(
     end: StreamEnd;
     meter: (outcome: Omit<Outcome, "model" | "stream" | "billing">) => bigint;
   },
-): Promise<void> {
+): Promise<bigint> {
   const { spec, target, end, meter } = args;
   let usage = end.usage;
   let estimated = false;
@@ -282,7 +300,7 @@ async function meterStreamEnd(
     usage = await estimate(ctx, deps, spec, () => estimateStreamedTokens(end.events));
     estimated = usage !== null;
   }
-  meter({
+  return meter({
     route: target,
     status: 200,
     errorCode: end.reason === "done" ? undefined : end.reason,

@@ -46,7 +46,11 @@ export interface MeterOptions {
   dialect?: "openai" | "anthropic";
   /** Remove the usage-only chunk (the client did not set include_usage); OpenAI only. */
   stripUsage: boolean;
-  onEnd(end: StreamEnd): void;
+  /**
+   * Called once, when the stream ends. What it returns (SSE comment lines,
+   * such as the request's cost) is sent last, unless the client cancelled.
+   */
+  onEnd(end: StreamEnd): string | null | Promise<string | null>;
   /** Builds the whole in-band error event sent when the upstream fails mid-stream. */
   errorEvent?: (error: unknown) => string;
 }
@@ -70,9 +74,18 @@ export function meterSse(source: SseSource, options: MeterOptions): ReadableStre
   let ended = false;
 
   const end = (reason: StreamEnd["reason"]) => {
-    if (ended) return;
+    if (ended) return null;
     ended = true;
-    options.onEnd({ usage, reason, events, firstByteAt });
+    return options.onEnd({ usage, reason, events, firstByteAt });
+  };
+  /** Ends the stream: its last words (see onEnd), then close. */
+  const finish = async (
+    controller: ReadableStreamDefaultController<Uint8Array>,
+    reason: StreamEnd["reason"],
+  ) => {
+    const last = await end(reason);
+    if (last) controller.enqueue(encoder.encode(last));
+    controller.close();
   };
 
   const anthropic = options.dialect === "anthropic" ? anthropicUsage() : null;
@@ -129,9 +142,7 @@ export function meterSse(source: SseSource, options: MeterOptions): ReadableStre
           } catch (error) {
             const event = options.errorEvent?.(error);
             if (event) controller.enqueue(encoder.encode(event));
-            controller.close();
-            end("upstream_error");
-            return;
+            return await finish(controller, "upstream_error");
           }
         }
         if (chunk.done) {
@@ -145,9 +156,10 @@ export function meterSse(source: SseSource, options: MeterOptions): ReadableStre
             );
             if (event) controller.enqueue(encoder.encode(event));
           }
-          controller.close();
-          end(sawDone || (usage && !anthropic) ? "done" : "upstream_cut");
-          return;
+          return await finish(
+            controller,
+            sawDone || (usage && !anthropic) ? "done" : "upstream_cut",
+          );
         }
         parser.feed(decoder.decode(chunk.value, { stream: true }));
         if (!options.stripUsage) return controller.enqueue(chunk.value);
@@ -155,7 +167,7 @@ export function meterSse(source: SseSource, options: MeterOptions): ReadableStre
       }
     },
     cancel(reason) {
-      end("client_cancelled");
+      void end("client_cancelled");
       return reader.cancel(reason);
     },
   });

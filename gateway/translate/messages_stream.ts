@@ -250,7 +250,11 @@ export function toAnthropicStream(
     }
   }
 
-  const parser = createParser({ onEvent });
+  // The gateway's own comments (a stream's cost, after its last event) pass through.
+  const onComment = (comment: string) => {
+    if (comment.startsWith("x-tollgate-")) out.push(`: ${comment}\n\n`);
+  };
+  const parser = createParser({ onEvent, onComment });
 
   return new ReadableStream<Uint8Array>({
     // Enqueue or close before returning: a pull that enqueues nothing is not called again.

@@ -397,7 +397,7 @@ Deno.test("an account with nothing on its balance makes its free BYOK requests, 
   }
 });
 
-Deno.test("a stream carries its mode but not its cost, which its usage row has", async () => {
+Deno.test("a stream carries its mode in its headers, and its cost last, as SSE comments", async () => {
   const s = await setup();
   try {
     s.fake.reply = (body) =>
@@ -413,7 +413,12 @@ Deno.test("a stream carries its mode but not its cost, which its usage row has",
     assert.equal(response.headers.get("x-tollgate-mode"), "byok");
     assert.equal(response.headers.get("x-tollgate-cost"), null);
     assert.equal(response.headers.get("x-tollgate-balance"), null);
-    assert.match(await response.text(), /\[DONE\]/);
+    // A free BYOK request: no cost, and no balance (BYOK has none to show).
+    const text = await response.text();
+    assert.ok(
+      text.endsWith("data: [DONE]\n\n: x-tollgate-mode: byok\n: x-tollgate-cost: 0.000000\n\n"),
+      text,
+    );
     assert.equal(s.fake.requests[0]!.headers.get("authorization"), `Bearer ${CUSTOMER_KEY}`);
     await waitFor(async () => {
       await s.gateway.usage.flush();

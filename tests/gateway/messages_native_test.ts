@@ -173,7 +173,7 @@ Deno.test("the body reaches the Anthropic upstream unchanged but for the model, 
   });
 });
 
-Deno.test("a native stream is passed through byte for byte, metered from message_start and message_delta", async () => {
+Deno.test("a native stream is passed through byte for byte (then its billing comments), metered from message_start and message_delta", async () => {
   await withNative(async ({ stack, fake, secret, meteredOnce }) => {
     const usage = {
       input_tokens: 5,
@@ -198,7 +198,13 @@ Deno.test("a native stream is passed through byte for byte, metered from message
       });
       assert.equal(raw.status, 200);
       assert.match(raw.headers.get("content-type")!, /^text\/event-stream/);
-      assert.equal(await raw.text(), sse, `SDK ${sdk}: the stream is the upstream's`);
+      // The upstream's stream, then the gateway's billing comments (which clients skip).
+      const text = await raw.text();
+      assert.equal(text.slice(0, sse.length), sse, `SDK ${sdk}: the stream is the upstream's`);
+      assert.match(
+        text.slice(sse.length),
+        /^: x-tollgate-mode: standard\n: x-tollgate-cost: \S+\n: x-tollgate-balance: \S+\n\n$/,
+      );
       assert.equal(fake.requests.at(-1)!.body.stream, true);
       assert.equal(fake.requests.at(-1)!.headers.get("anthropic-beta"), BETA);
       expectRow(await meteredOnce(raw.headers.get("request-id")));
