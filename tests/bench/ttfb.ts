@@ -31,6 +31,7 @@ export async function probeTtfb(
     let seen = "";
     let firstMs = NaN;
     let tail = "";
+    let done = false;
     for await (const chunk of response.body ?? []) {
       const text = decoder.decode(chunk, { stream: true });
       if (Number.isNaN(firstMs)) {
@@ -40,10 +41,12 @@ export async function probeTtfb(
           seen = "";
         }
       }
-      tail = (tail + text).slice(-32);
+      // [DONE] may be followed by the gateway's billing comments (about 100 bytes).
+      tail = (tail + text).slice(-256);
+      done ||= tail.includes("data: [DONE]");
     }
     return {
-      ok: response.status === 200 && tail.includes("[DONE]") && !Number.isNaN(firstMs),
+      ok: response.status === 200 && done && !Number.isNaN(firstMs),
       headersMs,
       firstMs,
       totalMs: performance.now() - t0,
