@@ -84,8 +84,12 @@ export function meterSse(source: SseSource, options: MeterOptions): ReadableStre
     reason: StreamEnd["reason"],
   ) => {
     const last = await end(reason);
-    if (last) controller.enqueue(encoder.encode(last));
-    controller.close();
+    try {
+      if (last) controller.enqueue(encoder.encode(last));
+      controller.close();
+    } catch {
+      // Cancelled while metering (a translation that failed on the error event).
+    }
   };
 
   const anthropic = options.dialect === "anthropic" ? anthropicUsage() : null;
