@@ -44,7 +44,7 @@ import {
 import { type GraphQLResult, type Stack, startStack } from "../helpers/stack.ts";
 
 /** What an id names. `provider` is gateway-wide: no tenant owns one. */
-type Kind = "account" | "apiKey" | "providerKey" | "user" | "provider";
+type Kind = "account" | "apiKey" | "providerKey" | "user" | "provider" | "request";
 
 /** A tenant's objects, one of each kind the sweep substitutes. */
 type Objects = Record<Exclude<Kind, "provider">, string>;
@@ -58,6 +58,8 @@ function kindOf(fieldName: string, idName: string): Kind | null {
     keyId: "apiKey",
     providerKeyId: "providerKey",
     providerId: "provider",
+    // A metered request (its usage row), by its x-request-id.
+    requestId: "request",
     // The audit log's target: any object; an API key is one that is audited.
     targetId: "apiKey",
   };
@@ -273,8 +275,9 @@ async function tenant(stack: Stack, name: string, providerId: string): Promise<T
     "adjustBalance",
     "BalanceAdjustment",
   );
+  const requestId = `req-${name}-${crypto.randomUUID()}`;
   await stack.database.db.db.insertInto("usage_events").values({
-    request_id: `req-${name}-${crypto.randomUUID()}`,
+    request_id: requestId,
     account_id: accountId,
     api_key_id: apiKey.keyId,
     agent_name: "agent",
@@ -304,6 +307,7 @@ async function tenant(stack: Stack, name: string, providerId: string): Promise<T
       apiKey: apiKey.keyId,
       providerKey,
       user: member.userId,
+      request: requestId,
     },
     owner: owner.token,
     managementKey: management.secret,
