@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { type Kysely, sql } from "kysely";
 import type { Database } from "../../schema/database.ts";
+import { accountBooks } from "../helpers/books.ts";
 import { POSTGRES_URL } from "../helpers/database.ts";
 import { completion, startFakeUpstream } from "../helpers/fake_upstream.ts";
 import { type PlaneProcess, startPlaneProcess } from "../helpers/process.ts";
@@ -50,22 +51,6 @@ function ask(url: string, secret: string): Promise<Response> {
   });
 }
 
-async function books(stack: Stack, accountId: string) {
-  await stack.gateway.usage.flush();
-  const { rows } = await sql<{ balance: string; reserved: string; entries: string }>`
-    select balance::text, reserved::text,
-      (select coalesce(sum(amount), 0) from ledger_entries where book = 'customer:' || accounts.id)::text
-        as entries
-    from accounts where id = ${accountId}
-  `.execute(stack.database.db.db);
-  const row = rows[0]!;
-  return {
-    balance: BigInt(row.balance),
-    reserved: BigInt(row.reserved),
-    entries: BigInt(row.entries),
-  };
-}
-
 /** A gateway in a process of its own on the stack's database, as `deno task gateway` runs it. */
 async function startGatewayProcess(stack: Stack): Promise<PlaneProcess> {
   return await startPlaneProcess("gateway/main.ts", {
@@ -90,7 +75,7 @@ Deno.test("a billed answer carries its mode, cost and balance, and the ledger ch
     assert.equal(response.headers.get("x-tollgate-mode"), "standard");
     assert.equal(response.headers.get("x-tollgate-cost"), "0.010550");
     assert.equal(response.headers.get("x-tollgate-balance"), "4.989450");
-    const { balance, entries } = await books(stack, accountId);
+    const { balance, entries } = await accountBooks(stack, accountId);
     assert.equal(balance, 500_000_000n - REQUEST_COST);
     assert.equal(entries, balance, "the ledger and the balance disagree");
   } finally {
@@ -111,7 +96,7 @@ Deno.test("a balance that cannot cover the worst case gets a 402 insufficient_qu
     assert.equal(body.error.code, "insufficient_quota");
     assert.match(body.error.message, /Top up/);
     assert.equal(fake.served, 0);
-    assert.equal((await books(stack, accountId)).balance, 1_000_000n);
+    assert.equal((await accountBooks(stack, accountId)).balance, 1_000_000n);
   } finally {
     await fake.close();
     await stack.close();
@@ -142,7 +127,7 @@ Deno.test("n choices reserve n times the output: a balance for one choice cannot
     const one = await ask(1);
     assert.equal(one.status, 200, await one.clone().text());
     await one.body?.cancel();
-    assert.equal((await books(stack, accountId)).balance, 1_500_000n - REQUEST_COST);
+    assert.equal((await accountBooks(stack, accountId)).balance, 1_500_000n - REQUEST_COST);
   } finally {
     await fake.close();
     await stack.close();
@@ -206,7 +191,7 @@ Deno.test({
       other = undefined;
       await stack.gateway.usage.flush();
       await stack.gateway.allowances.tick(); // gives back this gateway's idle allowance
-      const { balance, entries, reserved } = await books(stack, accountId);
+      const { balance, entries, reserved } = await accountBooks(stack, accountId);
       assert.ok(balance >= 0n, `the balance went negative: ${balance}`);
       assert.equal(balance, 11_077_500n - BigInt(served) * REQUEST_COST);
       assert.equal(entries, balance, "the ledger does not reconcile");
@@ -365,7 +350,7 @@ async function assertChargedOnce(
   const db = stack.database.db.db;
   await waitFor(async () => (await charges(db, accountId)).length > 0, 5_000);
   assert.deepEqual(await charges(db, accountId), [{ status: 200, cost: REQUEST_COST }], what);
-  const { balance, reserved, entries } = await books(stack, accountId);
+  const { balance, reserved, entries } = await accountBooks(stack, accountId);
   assert.equal(balance, 1_758_334n - REQUEST_COST, `${what}: the balance`);
   assert.equal(entries, balance, `${what}: the ledger does not reconcile`);
   assert.equal(reserved, 0n, `${what}: still reserved after the charge`);
