@@ -259,8 +259,13 @@ export async function proxy(
     onEnd: async (end) => {
       if (end.reason === "done") served.release();
       else served.abort();
-      const charge = await meterStreamEnd(ctx, deps, { spec, target, end, meter });
-      if (!billing || end.reason === "client_cancelled") return null;
+      const charge = await meterStreamEnd(ctx, deps, { spec, target, end, meter }).catch(
+        (error) => {
+          deps.log(`Cannot meter the stream of request ${ctx.requestId}`, error);
+          return null;
+        },
+      );
+      if (charge === null || !billing || end.reason === "client_cancelled") return null;
       return costLines([["x-tollgate-mode", headers["x-tollgate-mode"]!], ...billed(charge)]);
     },
   });
@@ -275,7 +280,7 @@ export async function proxy(
  * clients skip: `: x-tollgate-cost: 0.000123`, one per line, as the headers
  * of an answer that is not streamed would say.
  */
-export function costLines(lines: readonly [string, string][]): string {
+function costLines(lines: readonly [string, string][]): string {
   return lines.map(([name, value]) => `: ${name}: ${value}\n`).join("") + "\n";
 }
 
