@@ -9,8 +9,9 @@
 import assert from "node:assert/strict";
 import { formatUsd } from "../../schema/money.ts";
 import { accountBooks, chargeOf, reconcile } from "../helpers/books.ts";
-import { type FakeUpstream, startFakeUpstream } from "../helpers/fake_upstream.ts";
-import { type Stack, type StackOptions, startStack } from "../helpers/stack.ts";
+import type { FakeUpstream } from "../helpers/fake_upstream.ts";
+import { billingHeaders, withPricedUpstream } from "../helpers/priced.ts";
+import type { Stack, StackOptions } from "../helpers/stack.ts";
 
 const MODEL = "priced-model";
 const CUSTOMER_KEY = "sk-customer-0123456789";
@@ -116,33 +117,19 @@ function feeAt(amount: bigint, bps: bigint): bigint {
 }
 
 /** A stack with the priced model on a fake upstream that answers each endpoint as CASES says. */
-async function withPricedStack(
+function withPricedStack(
   options: StackOptions,
   test: (stack: Stack, fake: FakeUpstream) => Promise<void>,
 ) {
-  const stack = await startStack(options);
-  const fake = startFakeUpstream();
-  fake.reply = (_body, request) => {
-    const path = new URL(request.url).pathname;
-    const known = Object.values(CASES).find((c) => c.path === path);
-    return known ? Response.json(known.answer) : new Response("unknown path", { status: 404 });
-  };
-  try {
-    await stack.addModel({
-      provider: "fake",
-      baseUrl: fake.url,
-      apiKey: "sk-operator",
-      model: MODEL,
-      upstreamName: "fake-1",
-      inputPrice: "2",
-      cachedInputPrice: "0.5",
-      outputPrice: "8",
-    });
-    await test(stack, fake);
-  } finally {
-    await fake.close();
-    await stack.close();
-  }
+  return withPricedUpstream({
+    stack: options,
+    models: [{ model: MODEL, inputPrice: "2", cachedInputPrice: "0.5", outputPrice: "8" }],
+    reply: (_body, request) => {
+      const path = new URL(request.url).pathname;
+      const known = Object.values(CASES).find((c) => c.path === path);
+      return known ? Response.json(known.answer) : new Response("unknown path", { status: 404 });
+    },
+  }, test);
 }
 
 async function post(stack: Stack, secret: string, c: Case, extra: Record<string, unknown> = {}) {
@@ -153,12 +140,7 @@ async function post(stack: Stack, secret: string, c: Case, extra: Record<string,
   });
   assert.equal(response.status, 200, await response.clone().text());
   assert.deepEqual(await response.json(), c.answer, "the answer did not come through as sent");
-  return {
-    mode: response.headers.get("x-tollgate-mode"),
-    cost: response.headers.get("x-tollgate-cost"),
-    balance: response.headers.get("x-tollgate-balance"),
-    requestId: response.headers.get("x-request-id")!,
-  };
+  return billingHeaders(response);
 }
 
 Deno.test("completions, embeddings, images and responses carry their mode, exact cost and the balance the ledger settles to", async (t) => {

@@ -8,8 +8,9 @@ import assert from "node:assert/strict";
 import type { BillingConfig } from "../../schema/config.ts";
 import { formatUsd } from "../../schema/money.ts";
 import { accountBooks, chargeOf, reconcile } from "../helpers/books.ts";
-import { completion, type FakeUpstream, startFakeUpstream } from "../helpers/fake_upstream.ts";
-import { type Stack, startStack } from "../helpers/stack.ts";
+import { completion, type FakeUpstream } from "../helpers/fake_upstream.ts";
+import { billingHeaders, withPricedUpstream } from "../helpers/priced.ts";
+import type { Stack } from "../helpers/stack.ts";
 
 const MODEL = "priced-model";
 /** Output only (1 USD per million: 100 microcents a token), for admission's worst case. */
@@ -23,42 +24,26 @@ const COST = 1_234n * 100n + 567n * 300n; // 293,500
 const CREDIT = 100_000_000n;
 
 /** A stack whose gateway bills with `billing`, and the two models on a fake upstream. */
-async function withFees(
+function withFees(
   billing: BillingConfig,
   test: (stack: Stack, fake: FakeUpstream) => Promise<void>,
 ) {
-  const stack = await startStack({ billing });
-  const fake = startFakeUpstream();
-  fake.reply = (body) =>
-    Response.json(
-      body.model === "output-only-1"
-        ? completion("output-only-1", "ok", { prompt_tokens: 5, completion_tokens: 10_000 })
-        : completion(String(body.model), "ok", {
-          prompt_tokens: PROMPT_TOKENS,
-          completion_tokens: COMPLETION_TOKENS,
-        }),
-    );
-  try {
-    const model = { provider: "fake", baseUrl: fake.url, apiKey: "sk-operator" };
-    await stack.addModel({
-      ...model,
-      model: MODEL,
-      upstreamName: "fake-1",
-      inputPrice: "1",
-      outputPrice: "3",
-    });
-    await stack.addModel({
-      ...model,
-      model: OUTPUT_ONLY,
-      upstreamName: "output-only-1",
-      inputPrice: "0",
-      outputPrice: "1",
-    });
-    await test(stack, fake);
-  } finally {
-    await fake.close();
-    await stack.close();
-  }
+  return withPricedUpstream({
+    stack: { billing },
+    models: [
+      { model: MODEL, inputPrice: "1", outputPrice: "3" },
+      { model: OUTPUT_ONLY, upstreamName: "output-only-1", inputPrice: "0", outputPrice: "1" },
+    ],
+    reply: (body) =>
+      Response.json(
+        body.model === "output-only-1"
+          ? completion("output-only-1", "ok", { prompt_tokens: 5, completion_tokens: 10_000 })
+          : completion(String(body.model), "ok", {
+            prompt_tokens: PROMPT_TOKENS,
+            completion_tokens: COMPLETION_TOKENS,
+          }),
+      ),
+  }, test);
 }
 
 function ask(stack: Stack, secret: string, extra: Record<string, unknown> = {}) {
@@ -78,12 +63,7 @@ function ask(stack: Stack, secret: string, extra: Record<string, unknown> = {}) 
 async function billed(pending: Promise<Response>) {
   const response = await pending;
   assert.equal(response.status, 200, await response.text());
-  return {
-    mode: response.headers.get("x-tollgate-mode"),
-    cost: response.headers.get("x-tollgate-cost"),
-    balance: response.headers.get("x-tollgate-balance"),
-    requestId: response.headers.get("x-request-id")!,
-  };
+  return billingHeaders(response);
 }
 
 Deno.test("a 12.5% operator fee and a 2.5% BYOK fee are what admission reserves, the headers say and the ledger posts", async (t) => {

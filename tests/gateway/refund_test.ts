@@ -6,8 +6,9 @@ import assert from "node:assert/strict";
 import { sql } from "kysely";
 import { reconcileLedger } from "../../control/services/ledger.ts";
 import { executeAs, OPERATOR, userWith } from "../helpers/as_actor.ts";
-import { completion, type FakeUpstream, startFakeUpstream } from "../helpers/fake_upstream.ts";
-import { type Stack, startStack } from "../helpers/stack.ts";
+import { completion, type FakeUpstream } from "../helpers/fake_upstream.ts";
+import { withPricedUpstream } from "../helpers/priced.ts";
+import type { Stack } from "../helpers/stack.ts";
 
 const MODEL = "refund-model";
 /** 10,000 output tokens at 1 USD per million, + 5.5%: 1,000,000 + 55,000 microcents. */
@@ -39,28 +40,14 @@ async function refund(stack: Stack, requestId: string, reason = "bad answer"): P
   return result.data!.refundRequest;
 }
 
-async function withPriced(test: (stack: Stack, fake: FakeUpstream) => Promise<void>) {
-  const stack = await startStack();
-  const fake = startFakeUpstream();
-  fake.reply = (body) =>
-    Response.json(
-      completion(String(body.model), "ok", { prompt_tokens: 5, completion_tokens: 10_000 }),
-    );
-  try {
-    await stack.addModel({
-      provider: "fake",
-      baseUrl: fake.url,
-      apiKey: "sk-upstream",
-      model: MODEL,
-      upstreamName: "fake-1",
-      inputPrice: "0",
-      outputPrice: "1",
-    });
-    await test(stack, fake);
-  } finally {
-    await fake.close();
-    await stack.close();
-  }
+function withPriced(test: (stack: Stack, fake: FakeUpstream) => Promise<void>) {
+  return withPricedUpstream({
+    models: [{ model: MODEL, inputPrice: "0", outputPrice: "1" }],
+    reply: (body) =>
+      Response.json(
+        completion(String(body.model), "ok", { prompt_tokens: 5, completion_tokens: 10_000 }),
+      ),
+  }, test);
 }
 
 async function ask(stack: Stack, secret: string): Promise<string> {

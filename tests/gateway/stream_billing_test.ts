@@ -7,46 +7,27 @@
  */
 import assert from "node:assert/strict";
 import { accountBooks, chargeOf, reconcile } from "../helpers/books.ts";
-import {
-  chunk,
-  type FakeUpstream,
-  sseResponse,
-  startFakeUpstream,
-  usageChunk,
-} from "../helpers/fake_upstream.ts";
-import { type Stack, startStack } from "../helpers/stack.ts";
+import { chunk, type FakeUpstream, sseResponse, usageChunk } from "../helpers/fake_upstream.ts";
+import { withPricedUpstream } from "../helpers/priced.ts";
+import type { Stack } from "../helpers/stack.ts";
 import { formatUsd } from "../../schema/money.ts";
 
 const MODEL = "streamed-model";
 /** 1 USD of credit; 1 USD per million input tokens and 2 per million output: 100 and 200 microcents. */
 const CREDIT = 100_000_000n;
 
-async function withStreams(test: (stack: Stack, fake: FakeUpstream) => Promise<void>) {
-  const stack = await startStack();
-  const fake = startFakeUpstream();
-  fake.reply = (body) =>
-    sseResponse([
-      chunk(String(body.model), { role: "assistant", content: "Hello" }),
-      chunk(String(body.model), { content: " there" }),
-      chunk(String(body.model), {}, "stop"),
-      usageChunk(String(body.model), 40, 300),
-      "[DONE]",
-    ]);
-  try {
-    await stack.addModel({
-      provider: "fake",
-      baseUrl: fake.url,
-      apiKey: "sk-operator",
-      model: MODEL,
-      upstreamName: "fake-1",
-      inputPrice: "1",
-      outputPrice: "2",
-    });
-    await test(stack, fake);
-  } finally {
-    await fake.close();
-    await stack.close();
-  }
+function withStreams(test: (stack: Stack, fake: FakeUpstream) => Promise<void>) {
+  return withPricedUpstream({
+    models: [{ model: MODEL, inputPrice: "1", outputPrice: "2" }],
+    reply: (body) =>
+      sseResponse([
+        chunk(String(body.model), { role: "assistant", content: "Hello" }),
+        chunk(String(body.model), { content: " there" }),
+        chunk(String(body.model), {}, "stop"),
+        usageChunk(String(body.model), 40, 300),
+        "[DONE]",
+      ]),
+  }, test);
 }
 
 /** The `: x-tollgate-…: value` comments of an SSE body, by name, and what came before them. */
